@@ -1,0 +1,35 @@
+# The two commands of the README. Each makes its own virtual environment (.venv) and installs what it needs.
+#   make demo   set up, then run the main job
+#   make test   set up (the browser for the UI tests too), then run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: demo test lint browser clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/noiselab demo
+
+# Debian's chromium, driven by Playwright in the browser tests (Playwright's own browser download
+# cannot work offline). Installing it needs root, as on CI and Binder-like machines.
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: install Debian's package 'chromium' (apt-get install chromium) as root"; exit 1; fi; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check noiselab tests
+
+test: $(STAMP) browser lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
