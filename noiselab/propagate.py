@@ -148,7 +148,7 @@ def _noise_entry(layers: list[tuple[str, nn.Module]]) -> int:
 
 def _variance(sigma: float | Tensor, like: Tensor) -> Tensor:
     if isinstance(sigma, Tensor):
-        return (sigma.to(like.dtype) ** 2).expand_as(like)
+        return (sigma.to(like) ** 2).expand_as(like)  # like's dtype and device; a stride-0 view, no copy
     return torch.full_like(like, float(sigma) ** 2)
 
 

@@ -1,0 +1,1 @@
+"""Data shipped inside noiselab: the embedded MNIST subset (see README.md here)."""
