@@ -1,6 +1,8 @@
 """The `noiselab` command.
 
     noiselab demo [--model lenet5] [--sigma 0.5] [--samples 4000] [--seed 0]
+    noiselab train --method noise --sigma 0.5 --epochs 3 --out runs/noise.pt [--resume]
+    noiselab attack runs/noise.pt --eps 0.1 0.2 0.3 --attacks fgsm pgd [--checks]
 
 `demo` shows the core at work, offline, in seconds on a CPU: the two ReLU rules against the exact
 moments of the censored Gaussian, then first-layer noise propagated through a network in closed form
@@ -10,14 +12,19 @@ under each rule set, layer by layer, beside Monte Carlo sampling of the same noi
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import signal
 import sys
+import threading
 import time
+from dataclasses import fields
+from pathlib import Path
 
 import torch
 
 from .models import MODELS, build
-from .moments import relu_moments
+from .moments import POOL_RULES, RELU_RULES, relu_moments
 from .propagate import monte_carlo, propagate
 
 
@@ -90,6 +97,112 @@ def demo(model_name: str, sigma: float, samples: int, seed: int, out=sys.stdout)
     print(f"expectation model's class = Monte Carlo mean's class for {agree:.0%} of the inputs", file=out)
 
 
+def _eps(text: str) -> float:
+    value = _nonnegative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1] (images are in [0, 1]), got {text}")
+    return value
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .data import DATASETS
+    from .train import METHODS, TrainConfig
+
+    defaults = TrainConfig()
+    parser.add_argument("--method", choices=list(METHODS), default=defaults.method)
+    parser.add_argument("--model", choices=sorted(MODELS), default=defaults.model)
+    parser.add_argument("--dataset", choices=DATASETS, default=defaults.dataset)
+    parser.add_argument("--data-root", default=None, help="folder holding the data set's files")
+    parser.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=_nonnegative_float, default=defaults.lr)
+    parser.add_argument("--sigma", type=_nonnegative_float, default=defaults.sigma,
+                        help="noise std at the first pre-activation (noise, sampled); the start if learnable")
+    parser.add_argument("--learnable-sigma", action="store_true")
+    parser.add_argument("--bimodel-alpha", type=_nonnegative_float, default=defaults.bimodel_alpha)
+    parser.add_argument("--relu", choices=RELU_RULES, default=defaults.relu)
+    parser.add_argument("--pool", choices=POOL_RULES, default=defaults.pool)
+    parser.add_argument("--eps", type=_eps, default=defaults.eps, help="budget of pgd_at and fgsm_rs")
+    parser.add_argument("--pgd-steps", type=_positive_int, default=defaults.pgd_steps)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--train-limit", type=_positive_int, default=None, help="train on the first N examples")
+    parser.add_argument("--device", default=defaults.device, help="auto (CUDA when present), cpu, cuda")
+
+
+def _config_from(args: argparse.Namespace):
+    from .train import TrainConfig
+
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+
+
+def _stop_on_interrupt() -> threading.Event:
+    """Ctrl-C (or SIGTERM) asks training to stop after the current batch, checkpoint included."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("\nstopping after this batch (press Ctrl-C again to abort at once)", file=sys.stderr)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .train import train
+
+    config = _config_from(args).validate()
+    out = Path(args.out)
+    bar = tqdm(total=None, unit="batch", desc=f"{config.method}", file=sys.stderr, disable=args.quiet)
+
+    def progress(p):
+        if bar.total is None:
+            bar.total = p.total_steps
+            bar.n = p.step - 1
+        bar.update(1)
+        bar.set_postfix(epoch=p.epoch + 1, loss=f"{p.loss:.4f}", acc=f"{p.accuracy:.3f}", sigma=f"{p.sigma:.3f}")
+
+    result = train(config, progress=progress, stop=_stop_on_interrupt(), checkpoint=out, resume=args.resume)
+    bar.close()
+    for row in result.history:
+        print(json.dumps(row))
+    if result.stopped:
+        print(f"stopped at step {result.steps}; saved to {out}. Continue with the same command and --resume.",
+              file=sys.stderr)
+        return 130
+    print(f"saved {out}", file=sys.stderr)
+    return 0
+
+
+def attack_command(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .data import load
+    from .evaluate import masking_checks, robust_accuracy
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    model, state = load_model(args.checkpoint, map_location=device)
+    config = state["config"]
+    data = load(args.dataset or config["dataset"], root=args.data_root or config.get("data_root"), device=device)
+    x, y = data.tensors("test", limit=args.limit)
+    attacks = [(name, {"steps": args.steps, "restarts": args.restarts}) if name != "fgsm" else name
+               for name in args.attacks]
+    table = robust_accuracy(model, x, y, eps=args.eps, attacks=attacks, seed=args.seed)
+    print(table.to_string(index=False))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out, index=False)
+    if args.checks:
+        for flag in masking_checks(model, x, y, table, classes=len(data.classes)):
+            detail = f": {flag.message}" if flag.flagged else ""
+            print(f"{'FLAGGED' if flag.flagged else 'ok':>8} {flag.name}{detail}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="noiselab", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -98,10 +211,38 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--sigma", type=_nonnegative_float, default=0.5, help="noise std (default 0.5)")
     demo_parser.add_argument("--samples", type=_positive_int, default=4000, help="Monte Carlo draws (default 4000)")
     demo_parser.add_argument("--seed", type=int, default=0)
+
+    train_parser = commands.add_parser("train", help="train a model; progress, Ctrl-C stops with a checkpoint")
+    _add_train_arguments(train_parser)
+    train_parser.add_argument("--out", required=True, help="checkpoint file (written atomically each epoch)")
+    train_parser.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    train_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    attack_parser = commands.add_parser("attack", help="robust accuracy of a trained model under attacks")
+    attack_parser.add_argument("checkpoint")
+    attack_parser.add_argument("--eps", type=_eps, nargs="+", default=[0.1, 0.2, 0.3])
+    attack_parser.add_argument("--attacks", nargs="+", choices=["fgsm", "pgd", "apgd"], default=["fgsm", "pgd"])
+    attack_parser.add_argument("--steps", type=_positive_int, default=40)
+    attack_parser.add_argument("--restarts", type=_positive_int, default=1)
+    attack_parser.add_argument("--limit", type=_positive_int, default=1000, help="test examples attacked")
+    attack_parser.add_argument("--dataset", default=None, help="default: the checkpoint's")
+    attack_parser.add_argument("--data-root", default=None)
+    attack_parser.add_argument("--device", default="auto")
+    attack_parser.add_argument("--seed", type=int, default=0)
+    attack_parser.add_argument("--checks", action="store_true", help="run the gradient-masking checks")
+    attack_parser.add_argument("--out", default=None, help="write the table as CSV")
+
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        demo(args.model, args.sigma, args.samples, args.seed)
-    return 0
+    try:
+        if args.command == "demo":
+            demo(args.model, args.sigma, args.samples, args.seed)
+            return 0
+        if args.command == "train":
+            return train_command(args)
+        return attack_command(args)
+    except (ValueError, FileNotFoundError, OSError) as error:  # bad input: one clear line, no traceback
+        print(f"noiselab {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

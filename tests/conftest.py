@@ -22,3 +22,19 @@ def shared_data(relative: str) -> Path:
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     return shared_data("mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mnist_root):
+    """The first 500 digits of real MNIST's test set, float in [0, 1]."""
+    from noiselab import data
+
+    return data.load("mnist", root=mnist_root).tensors("test", limit=500)
+
+
+@pytest.fixture(scope="session")
+def vanilla_demo_model():
+    """A DemoCNN trained with cross-entropy for 2 epochs on 5,000 embedded digits (~5 s on 2 cores, ~85%)."""
+    from noiselab.train import TrainConfig, train
+
+    return train(TrainConfig(model="demo-cnn", method="vanilla", epochs=2, train_limit=5000, device="cpu")).model

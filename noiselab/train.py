@@ -1,0 +1,338 @@
+"""Training: one entry point, `train(config)`, with the methods in a registry.
+
+    >>> result = train(TrainConfig(method="noise", sigma=0.5, epochs=3), progress=print)
+    >>> result.model(x)                       # the expectation model
+
+Methods (METHODS):
+  vanilla  cross-entropy on the deterministic network.
+  noise    the paper: first-layer noise propagated in closed form, the stochastic loss; sigma fixed or learnable
+           (learnable_sigma), with the Bimodel term -alpha sigma^2 when bimodel_alpha > 0.
+  sampled  the same first-layer noise drawn at random each step, with cross-entropy: the obvious baseline the
+           closed form has to beat.
+  pgd_at   Madry et al.'s PGD adversarial training at eps (pgd_steps steps of 2.5 eps / steps, random start).
+  fgsm_rs  Wong et al.'s fast adversarial training: FGSM from a random start, step 1.25 eps.
+
+Long runs report through `progress(TrainProgress)` after every batch, stop within one batch when `stop` (a
+threading.Event) is set, and, given a checkpoint path, save there atomically at every epoch's end and when
+stopped; `train(..., resume=True)` continues from it, mid-epoch included, to the same weights an
+uninterrupted run reaches (same seed, same device).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import data as data_module
+from ._checks import check_sigma
+from .attacks import check_eps
+from .attacks._common import project
+from .checkpoint import check_writable, load_checkpoint, save_checkpoint
+from .loss import LearnableSigma, _terms
+from .models import MODELS, build
+from .moments import POOL_RULES, RELU_RULES
+from .propagate import Rules, _noise_entry, propagate_unchecked, sequential_layers
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; every field has a default that works offline on a CPU."""
+
+    dataset: str = data_module.DEFAULT_DATASET
+    data_root: str | None = None
+    model: str = "lenet5"
+    method: str = "vanilla"
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 1e-3             # Adam
+    sigma: float = 0.5           # noise std at the first pre-activation (noise, sampled); initial value if learnable
+    learnable_sigma: bool = False
+    bimodel_alpha: float = 0.0   # > 0 adds -alpha sigma^2 (the paper's Bimodel uses 0.25)
+    relu: str = "paper"
+    pool: str = "paper"
+    eps: float = 0.3             # pgd_at, fgsm_rs
+    pgd_steps: int = 10
+    seed: int = 0
+    train_limit: int | None = None  # use only the first N training examples (quick modes)
+    device: str = "auto"         # "auto": CUDA when present
+
+    def validate(self) -> TrainConfig:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {tuple(METHODS)}")
+        if self.dataset not in data_module.DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {data_module.DATASETS}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {tuple(MODELS)}")
+        if self.relu not in RELU_RULES or self.pool not in POOL_RULES:
+            raise ValueError(f"relu must be one of {RELU_RULES} and pool one of {POOL_RULES}")
+        for name in ("epochs", "batch_size", "pgd_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        check_sigma(self.sigma)
+        if self.learnable_sigma and self.sigma <= 0:
+            raise ValueError("sigma (the initial value) must be > 0 when learnable_sigma is set")
+        check_eps(self.eps)
+        if not (isinstance(self.bimodel_alpha, (int, float)) and self.bimodel_alpha >= 0):
+            raise ValueError(f"bimodel_alpha must be >= 0, got {self.bimodel_alpha!r}")
+        if self.train_limit is not None and (not isinstance(self.train_limit, int) or self.train_limit < 1):
+            raise ValueError(f"train_limit must be None or an integer >= 1, got {self.train_limit!r}")
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}")
+        return cls(**values)
+
+
+@dataclass
+class TrainProgress:
+    step: int            # batches done, over all epochs
+    total_steps: int
+    epoch: int           # 0-based epoch of this batch
+    loss: float
+    accuracy: float      # on this batch, of the prediction the method trains (the propagated mean for noise)
+    sigma: float
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    sigma: float | LearnableSigma
+    config: TrainConfig
+    history: list[dict] = field(default_factory=list)  # one row per epoch
+    stopped: bool = False
+    steps: int = 0
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not a torch device (try 'cpu', 'cuda' or 'auto')") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available here; use 'cpu' or 'auto'")
+    return resolved
+
+
+# ---- the methods: each maps one batch to (loss, logits it is scored by) --------------------------------------
+
+@dataclass
+class _Context:
+    model: nn.Module
+    layers: list
+    sigma: float | LearnableSigma
+    config: TrainConfig
+    generator: torch.Generator  # on the training device: the batch's noise and random starts
+
+
+def _sigma_value(sigma) -> Tensor | float:
+    return sigma() if isinstance(sigma, LearnableSigma) else sigma
+
+
+def _vanilla(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    logits = ctx.model(x)
+    return F.cross_entropy(logits, y), logits
+
+
+def _noise(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    sigma = _sigma_value(ctx.sigma)
+    output, _ = propagate_unchecked(ctx.layers, x, sigma, Rules(ctx.config.relu, ctx.config.pool))
+    mse, prob = _terms(output.mean, output.var, y)
+    loss = (mse - prob).mean()
+    if ctx.config.bimodel_alpha > 0:
+        loss = loss - ctx.config.bimodel_alpha * sigma**2
+    return loss, output.mean
+
+
+def _sampled(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    entry = _noise_entry(ctx.layers)
+    h = x
+    for _, layer in ctx.layers[: entry + 1]:
+        h = layer(h)
+    noise = torch.randn(h.shape, generator=ctx.generator, device=h.device, dtype=h.dtype)
+    h = h + _sigma_value(ctx.sigma) * noise
+    for _, layer in ctx.layers[entry + 1 :]:
+        h = layer(h)
+    return F.cross_entropy(h, y), h
+
+
+def _input_gradient_sign(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
+    x_adv = x_adv.detach().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+    return gradient.sign()
+
+
+def _uniform_start(ctx: _Context, x: Tensor, eps: float) -> Tensor:
+    noise = torch.rand(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
+    return project(x + eps * (2 * noise - 1), x, eps)
+
+
+def _pgd_at(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    eps, steps = ctx.config.eps, ctx.config.pgd_steps
+    x_adv = _uniform_start(ctx, x, eps)
+    for _ in range(steps):  # Madry: train on the final iterate
+        x_adv = project(x_adv + 2.5 * eps / steps * _input_gradient_sign(ctx.model, x_adv, y), x, eps)
+    logits = ctx.model(x_adv.detach())
+    return F.cross_entropy(logits, y), logits
+
+
+def _fgsm_rs(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    eps = ctx.config.eps
+    x_adv = _uniform_start(ctx, x, eps)
+    x_adv = project(x_adv + 1.25 * eps * _input_gradient_sign(ctx.model, x_adv, y), x, eps)
+    logits = ctx.model(x_adv.detach())
+    return F.cross_entropy(logits, y), logits
+
+
+METHODS: dict[str, Callable[[_Context, Tensor, Tensor], tuple[Tensor, Tensor]]] = {
+    "vanilla": _vanilla,
+    "noise": _noise,
+    "sampled": _sampled,
+    "pgd_at": _pgd_at,
+    "fgsm_rs": _fgsm_rs,
+}
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
+    """Clean accuracy of the expectation model on uint8 or float images."""
+    if images.shape[0] == 0:
+        return float("nan")
+    correct = 0
+    for start in range(0, images.shape[0], batch_size):
+        x = data_module.to_float(images[start : start + batch_size])
+        correct += int((model(x).argmax(1) == labels[start : start + batch_size]).sum())
+    return correct / images.shape[0]
+
+
+def _step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
+    # one generator per step, seeded from (seed, step): a resumed run draws the same noise as an unbroken one
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+
+
+def _epoch_order(count: int, seed: int, epoch: int) -> Tensor:
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
+
+
+def train(
+    config: TrainConfig | None = None,
+    data: data_module.Dataset | None = None,
+    progress: Callable[[TrainProgress], None] | None = None,
+    stop=None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train a model as `config` says. See the module docstring for the methods, progress, stop and checkpoints."""
+    config = (config or TrainConfig()).validate()
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model = build(config.model).to(device)
+    sigma: float | LearnableSigma = LearnableSigma(config.sigma).to(device) if config.learnable_sigma \
+        else float(config.sigma)
+    parameters = list(model.parameters()) + (list(sigma.parameters()) if isinstance(sigma, LearnableSigma) else [])
+    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    history: list[dict] = []
+    start_step = 0
+
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None:
+        check_writable(checkpoint)
+    if resume:
+        if checkpoint is None:
+            raise ValueError("resume=True needs a checkpoint path")
+        if checkpoint.exists():
+            state = load_checkpoint(checkpoint, map_location=device)
+            if state["config"] != asdict(config):
+                changed = sorted(k for k in state["config"] if state["config"][k] != asdict(config).get(k))
+                raise ValueError(f"{checkpoint} was written with other settings ({', '.join(changed)}); "
+                                 "resume with the same settings or start a new checkpoint")
+            model.load_state_dict(state["model"])
+            if isinstance(sigma, LearnableSigma):
+                sigma.load_state_dict(state["sigma"])
+            optimizer.load_state_dict(state["optimizer"])
+            history, start_step = state["history"], state["step"]
+
+    if data is None:
+        data = data_module.load(config.dataset, root=config.data_root, device=device)
+    if data.input_shape != model.input_shape:
+        raise ValueError(f"{config.model} takes images {model.input_shape} but {data.name} has {data.input_shape}")
+    images, labels = data.train_images.to(device), data.train_labels.to(device)
+    if config.train_limit is not None:
+        images, labels = images[: config.train_limit], labels[: config.train_limit]
+    test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
+
+    layers = sequential_layers(model)
+    method = METHODS[config.method]
+    steps_per_epoch = -(-images.shape[0] // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+
+    def snapshot(step: int) -> dict:
+        return {
+            "config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "sigma": sigma.state_dict() if isinstance(sigma, LearnableSigma) else {}, "step": step,
+            "history": history,
+        }
+
+    result = TrainResult(model, sigma, config, history, stopped=False, steps=start_step)
+    step = start_step
+    epoch_start = time.perf_counter()
+    epoch_loss = epoch_correct = epoch_seen = 0.0
+    model.train()
+    order_epoch, order = -1, None
+    while step < total_steps:
+        epoch, position = divmod(step, steps_per_epoch)
+        if stop is not None and stop.is_set():
+            result.stopped = True
+            break
+        if epoch != order_epoch:
+            order_epoch, order = epoch, _epoch_order(images.shape[0], config.seed, epoch)
+        index = order[position * config.batch_size : (position + 1) * config.batch_size].to(device)
+        x, y = data_module.to_float(images[index]), labels[index]
+        ctx = _Context(model, layers, sigma, config, _step_generator(device, config.seed, step))
+        loss, logits = method(ctx, x, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {float(loss)} at step {step}; lower lr or change sigma")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        batch_correct = float((logits.detach().argmax(1) == y).sum())
+        epoch_loss += float(loss.detach()) * y.shape[0]
+        epoch_correct += batch_correct
+        epoch_seen += y.shape[0]
+        sigma_now = float(_sigma_value(sigma).detach()) if isinstance(sigma, LearnableSigma) else sigma
+        if progress is not None:
+            progress(TrainProgress(step, total_steps, epoch, float(loss.detach()), batch_correct / y.shape[0],
+                                   sigma_now))
+        if step % steps_per_epoch == 0:
+            model.eval()
+            history.append({
+                "epoch": epoch + 1, "step": step, "loss": epoch_loss / max(epoch_seen, 1),
+                "train_accuracy": epoch_correct / max(epoch_seen, 1),
+                "test_accuracy": accuracy(model, test_images, test_labels), "sigma": sigma_now,
+                "seconds": time.perf_counter() - epoch_start,
+            })
+            model.train()
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, snapshot(step))
+            epoch_start = time.perf_counter()
+            epoch_loss = epoch_correct = epoch_seen = 0.0
+    model.eval()
+    result.steps = step
+    if checkpoint is not None and (result.stopped or step == start_step):
+        save_checkpoint(checkpoint, snapshot(step))
+    return result

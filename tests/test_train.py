@@ -1,0 +1,179 @@
+"""Training: every method learns on real data, stop/kill and resume lose nothing, checkpoints are safe."""
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+from noiselab.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from noiselab.train import METHODS, TrainConfig, train
+
+QUICK = dict(model="demo-cnn", train_limit=2000, batch_size=64, epochs=1, eps=0.1, pgd_steps=3, device="cpu")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_each_method_learns_real_digits_above_chance(method):
+    result = train(TrainConfig(method=method, **QUICK))
+    (row,) = result.history
+    assert row["test_accuracy"] > 0.25, row  # chance is 0.10; the embedded data is real MNIST
+    assert row["epoch"] == 1 and row["step"] == 32 and not result.stopped
+
+
+def test_learnable_sigma_moves_and_stays_positive():
+    progress = []
+    result = train(TrainConfig(method="noise", learnable_sigma=True, sigma=1.9, bimodel_alpha=0.25, lr=1e-2,
+                               **{**QUICK, "epochs": 2}), progress=progress.append)
+    sigmas = [p.sigma for p in progress]
+    assert sigmas[0] != pytest.approx(sigmas[-1], abs=1e-3)
+    assert min(sigmas) > 0
+    assert result.history[-1]["sigma"] == pytest.approx(float(result.sigma().detach()))
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["sampled", "fgsm_rs"])  # methods that draw random numbers every step
+def test_stop_mid_epoch_then_resume_equals_an_unbroken_run(method, tmp_path):
+    config = TrainConfig(method=method, **{**QUICK, "epochs": 2, "train_limit": 640})
+    unbroken = train(config)
+    stop = threading.Event()
+
+    def stop_at_step_13(p):
+        if p.step == 13:  # mid-epoch (10 steps per epoch)
+            stop.set()
+
+    checkpoint = tmp_path / "run.pt"
+    first = train(config, progress=stop_at_step_13, stop=stop, checkpoint=checkpoint)
+    assert first.stopped and first.steps == 13
+    assert load_checkpoint(checkpoint)["step"] == 13
+    resumed = train(config, checkpoint=checkpoint, resume=True)
+    assert resumed.steps == 20 and not resumed.stopped
+    assert_same_weights(weights(resumed.model), weights(unbroken.model))
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+
+
+def cli_train(out, *extra):
+    return [sys.executable, "-m", "noiselab.cli", "train", "--model", "demo-cnn", "--method", "sampled",
+            "--epochs", "4", "--train-limit", "1500", "--batch-size", "50", "--device", "cpu", "--quiet",
+            "--out", str(out), *extra]
+
+
+def test_killed_cli_run_resumes_to_the_same_weights(tmp_path):
+    reference = tmp_path / "reference.pt"
+    subprocess.run(cli_train(reference), check=True, capture_output=True, timeout=300)
+    killed = tmp_path / "killed.pt"
+    process = subprocess.Popen(cli_train(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not killed.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up: only the atomic epoch checkpoint survives
+    process.wait(timeout=30)
+    saved = load_checkpoint(killed)["step"]
+    assert 30 <= saved < 120, "the run should be killed after its first epoch and before its end"
+    result = subprocess.run(cli_train(killed, "--resume"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert_same_weights(load_checkpoint(killed)["model"], load_checkpoint(reference)["model"])
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary files are left behind"
+
+
+def test_ctrl_c_stops_with_a_checkpoint_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "interrupted.pt"
+    command = cli_train(out)
+    command[command.index("--epochs") + 1] = "200"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not out.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    assert load_checkpoint(out)["step"] > 0
+
+
+def test_corrupt_truncated_and_foreign_checkpoints_get_clear_errors(tmp_path):
+    good = tmp_path / "good.pt"
+    result = train(TrainConfig(method="vanilla", **{**QUICK, "train_limit": 64}), checkpoint=good)
+    model, state = load_model(good)
+    assert state["config"]["method"] == "vanilla"
+    assert_same_weights(weights(model), weights(result.model))
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(CheckpointError, match="not a readable noiselab checkpoint"):
+        load_checkpoint(corrupt)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match="not a readable noiselab checkpoint"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a noiselab checkpoint"):
+        load_checkpoint(foreign)
+    code = tmp_path / "code.pt"
+    torch.save({"format": "noiselab-checkpoint", "payload": TrainConfig()}, code)  # a pickled object
+    with pytest.raises(CheckpointError, match="holds objects other than tensors"):
+        load_checkpoint(code)
+    wrong_model = tmp_path / "wrong.pt"
+    save_checkpoint(wrong_model, {"config": {**state["config"], "model": "lenet5"}, "model": state["model"]})
+    with pytest.raises(CheckpointError, match="do not fit a lenet5"):
+        load_model(wrong_model)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    checkpoint = tmp_path / "run.pt"
+    train(TrainConfig(method="vanilla", **{**QUICK, "train_limit": 64}), checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="other settings"):
+        train(TrainConfig(method="vanilla", **{**QUICK, "train_limit": 64, "lr": 0.1}), checkpoint=checkpoint,
+              resume=True)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"dataset": "imagenet"}, "unknown dataset"),
+        ({"method": "trades"}, "unknown method"),
+        ({"eps": 1.5}, r"eps must be a number in \[0, 1\]"),
+        ({"eps": -0.1}, r"eps must be a number in \[0, 1\]"),
+        ({"sigma": -0.5}, "sigma must be a finite number >= 0"),
+        ({"sigma": float("nan")}, "sigma must be a finite number >= 0"),
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"model": "resnet"}, "unknown model"),
+    ],
+)
+def test_bad_settings_are_named_before_any_work(settings, message):
+    with pytest.raises(ValueError, match=message):
+        train(TrainConfig(**{**QUICK, **settings}))
+
+
+def test_unwritable_output_folder_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    started = []
+    with pytest.raises(OSError, match="choose a writable folder"):
+        train(TrainConfig(**QUICK), checkpoint=blocker / "run.pt", progress=started.append)
+    assert not started
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for args in (["train", "--out", str(blocker / "a.pt"), "--train-limit", "10"],
+                 ["train", "--out", "x.pt", "--eps", "2"],
+                 ["train", "--out", "x.pt", "--dataset", "svhn"],
+                 ["attack", str(blocker)]):
+        result = subprocess.run([sys.executable, "-m", "noiselab.cli", *args], capture_output=True, text=True,
+                                timeout=120, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr and "error" in result.stderr
