@@ -3,6 +3,8 @@
     noiselab demo [--model lenet5] [--sigma 0.5] [--samples 4000] [--seed 0]
     noiselab train --method noise --sigma 0.5 --epochs 3 --out runs/noise.pt [--resume]
     noiselab attack runs/noise.pt --eps 0.1 0.2 0.3 --attacks fgsm pgd [--checks]
+    noiselab sweep --methods noise sampled --sigmas 0.3 0.8 --seeds 2 --out results/sweep
+    noiselab reproduce fig4 [--quick] --out results/
 
 `demo` shows the core at work, offline, in seconds on a CPU: the two ReLU rules against the exact
 moments of the censored Gaussian, then first-layer noise propagated through a network in closed form
@@ -104,6 +106,9 @@ def _eps(text: str) -> float:
     return value
 
 
+METHODS_NAMES = ("vanilla", "noise", "sampled", "pgd_at", "fgsm_rs")
+
+
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from .data import DATASETS
     from .train import METHODS, TrainConfig
@@ -203,6 +208,45 @@ def attack_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hooks() -> dict:
+    return {"progress": lambda message: print(message, file=sys.stderr, flush=True), "stop": _stop_on_interrupt()}
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    from .experiments import EvalSpec, robust_table, run_sweep, summarize
+
+    base = _config_from(args).validate()
+    cells = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        for method in args.methods:
+            if method in ("noise", "sampled"):
+                cells += [{"method": method, "sigma": s, "seed": seed} for s in args.sigmas]
+            elif method in ("pgd_at", "fgsm_rs"):
+                cells += [{"method": method, "eps": e, "seed": seed} for e in args.train_eps]
+            else:
+                cells.append({"method": method, "seed": seed})
+    attacks = ["fgsm" if name == "fgsm" else [name, {"steps": args.steps}] for name in args.attacks]
+    evaluation = EvalSpec(list(args.eval_eps), attacks, args.limit)
+    results = run_sweep("sweep", base, cells, evaluation, args.out, **_hooks())
+    summary = summarize(robust_table(results)) if results["cells"] else None
+    if summary is not None:
+        print(summary.to_string(index=False))
+    done = len(results["cells"])
+    print(f"{done} of {len(cells)} cells done; results in {Path(args.out) / 'results.json'}", file=sys.stderr)
+    return 0 if done == len(cells) else 130
+
+
+def reproduce_command(args: argparse.Namespace) -> int:
+    from .experiments import reproduce
+
+    output = reproduce(args.experiment, args.out, quick=args.quick, data_root=args.data_root, device=args.device,
+                       **_hooks())
+    print(output["summary"].to_string(index=False, max_rows=60))
+    for path in output["files"]:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="noiselab", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -232,6 +276,25 @@ def main(argv: list[str] | None = None) -> int:
     attack_parser.add_argument("--checks", action="store_true", help="run the gradient-masking checks")
     attack_parser.add_argument("--out", default=None, help="write the table as CSV")
 
+    sweep_parser = commands.add_parser("sweep", help="train and attack a grid of settings; resumable")
+    _add_train_arguments(sweep_parser)
+    sweep_parser.add_argument("--methods", nargs="+", choices=list(METHODS_NAMES), default=["vanilla", "noise"])
+    sweep_parser.add_argument("--sigmas", type=_nonnegative_float, nargs="+", default=[0.3, 0.8])
+    sweep_parser.add_argument("--train-eps", type=_eps, nargs="+", default=[0.3], help="eps of pgd_at/fgsm_rs")
+    sweep_parser.add_argument("--seeds", type=_positive_int, default=1, help="seeds from --seed on")
+    sweep_parser.add_argument("--eval-eps", type=_eps, nargs="+", default=[0.0, 0.1, 0.2, 0.3])
+    sweep_parser.add_argument("--attacks", nargs="+", choices=["fgsm", "pgd", "apgd"], default=["fgsm", "pgd"])
+    sweep_parser.add_argument("--steps", type=_positive_int, default=40, help="steps of pgd/apgd")
+    sweep_parser.add_argument("--limit", type=_positive_int, default=1000, help="test examples attacked")
+    sweep_parser.add_argument("--out", required=True, help="output folder (a rerun skips finished cells)")
+
+    reproduce_parser = commands.add_parser("reproduce", help="one of the paper's figures or tables")
+    reproduce_parser.add_argument("experiment", choices=["fig3", "fig4", "fig5", "fig6", "table1"])
+    reproduce_parser.add_argument("--quick", action="store_true", help="minutes on a CPU: small data, few epochs")
+    reproduce_parser.add_argument("--out", default="results", help="writes into OUT/EXPERIMENT/")
+    reproduce_parser.add_argument("--data-root", default=None, help="folder of the data set (full runs)")
+    reproduce_parser.add_argument("--device", default="auto")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -239,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "train":
             return train_command(args)
+        if args.command == "sweep":
+            return sweep_command(args)
+        if args.command == "reproduce":
+            return reproduce_command(args)
         return attack_command(args)
     except (ValueError, FileNotFoundError, OSError) as error:  # bad input: one clear line, no traceback
         print(f"noiselab {args.command}: error: {error}", file=sys.stderr)

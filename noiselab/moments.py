@@ -179,3 +179,29 @@ def avgpool_moments(
     avg_ones = F.avg_pool2d(ones, count_include_pad=count_include_pad, divisor_override=divisor_override, **args)
     sum_ones = F.avg_pool2d(ones, divisor_override=1, **args)
     return out_mean, avg_var * (avg_ones / sum_ones)
+
+
+def censoring_curves(mu: float, sigma: float, grid: Tensor) -> dict[str, Tensor]:
+    """The paper's Fig. 3 for Z ~ N(mu, sigma^2), on the points `grid`: densities of Z, of ReLU(Z)'s continuous part
+    (Z's density for xi > 0, zero below), of the paper's and the moment-matched Gaussian approximations of ReLU(Z),
+    and the probability mass ReLU(Z) puts at 0 (as a 0-dim tensor)."""
+    if not (sigma > 0):
+        raise ValueError(f"sigma must be > 0 to draw densities, got {sigma}")
+    grid = grid.double()
+    mean, var = torch.tensor(float(mu), dtype=torch.float64), torch.tensor(float(sigma) ** 2, dtype=torch.float64)
+
+    def gaussian(m: Tensor, v: Tensor) -> Tensor:
+        if float(v) <= 0:  # a point mass: no density to draw
+            return torch.zeros_like(grid)
+        return normal_pdf((grid - m) / v.sqrt()) / v.sqrt()
+
+    density = gaussian(mean, var)
+    paper = relu_moments(mean, var, "paper")
+    moment = relu_moments(mean, var, "moment")
+    return {
+        "z": density,
+        "relu": torch.where(grid > 0, density, torch.zeros_like(density)),
+        "paper": gaussian(*paper),
+        "moment": gaussian(*moment),
+        "mass_at_zero": normal_cdf(-mean / var.sqrt()),
+    }

@@ -11,6 +11,8 @@ Methods (METHODS):
            closed form has to beat.
   pgd_at   Madry et al.'s PGD adversarial training at eps (pgd_steps steps of 2.5 eps / steps, random start).
   fgsm_rs  Wong et al.'s fast adversarial training: FGSM from a random start, step 1.25 eps.
+  Both can ramp eps up linearly over the first eps_warmup fraction of the steps (common practice on MNIST at
+  eps = 0.3, where short runs at the full budget from scratch collapse to a constant prediction).
 
 Long runs report through `progress(TrainProgress)` after every batch, stop within one batch when `stop` (a
 threading.Event) is set, and, given a checkpoint path, save there atomically at every epoch's end and when
@@ -57,6 +59,7 @@ class TrainConfig:
     relu: str = "paper"
     pool: str = "paper"
     eps: float = 0.3             # pgd_at, fgsm_rs
+    eps_warmup: float = 0.0      # pgd_at, fgsm_rs: ramp eps linearly from 0 over this fraction of all steps
     pgd_steps: int = 10
     seed: int = 0
     train_limit: int | None = None  # use only the first N training examples (quick modes)
@@ -81,6 +84,8 @@ class TrainConfig:
         if self.learnable_sigma and self.sigma <= 0:
             raise ValueError("sigma (the initial value) must be > 0 when learnable_sigma is set")
         check_eps(self.eps)
+        if not (isinstance(self.eps_warmup, (int, float)) and 0 <= self.eps_warmup <= 1):
+            raise ValueError(f"eps_warmup must be a fraction of the training in [0, 1], got {self.eps_warmup!r}")
         if not (isinstance(self.bimodel_alpha, (int, float)) and self.bimodel_alpha >= 0):
             raise ValueError(f"bimodel_alpha must be >= 0, got {self.bimodel_alpha!r}")
         if self.train_limit is not None and (not isinstance(self.train_limit, int) or self.train_limit < 1):
@@ -137,6 +142,7 @@ class _Context:
     sigma: float | LearnableSigma
     config: TrainConfig
     generator: torch.Generator  # on the training device: the batch's noise and random starts
+    eps: float                  # this step's budget for the adversarial methods (after any warm-up)
 
 
 def _sigma_value(sigma) -> Tensor | float:
@@ -182,7 +188,7 @@ def _uniform_start(ctx: _Context, x: Tensor, eps: float) -> Tensor:
 
 
 def _pgd_at(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    eps, steps = ctx.config.eps, ctx.config.pgd_steps
+    eps, steps = ctx.eps, ctx.config.pgd_steps
     x_adv = _uniform_start(ctx, x, eps)
     for _ in range(steps):  # Madry: train on the final iterate
         x_adv = project(x_adv + 2.5 * eps / steps * _input_gradient_sign(ctx.model, x_adv, y), x, eps)
@@ -191,7 +197,7 @@ def _pgd_at(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _fgsm_rs(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    eps = ctx.config.eps
+    eps = ctx.eps
     x_adv = _uniform_start(ctx, x, eps)
     x_adv = project(x_adv + 1.25 * eps * _input_gradient_sign(ctx.model, x_adv, y), x, eps)
     logits = ctx.model(x_adv.detach())
@@ -302,7 +308,9 @@ def train(
             order_epoch, order = epoch, _epoch_order(images.shape[0], config.seed, epoch)
         index = order[position * config.batch_size : (position + 1) * config.batch_size].to(device)
         x, y = data_module.to_float(images[index]), labels[index]
-        ctx = _Context(model, layers, sigma, config, _step_generator(device, config.seed, step))
+        warmup_steps = config.eps_warmup * total_steps
+        eps_now = config.eps * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else config.eps
+        ctx = _Context(model, layers, sigma, config, _step_generator(device, config.seed, step), eps_now)
         loss, logits = method(ctx, x, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {float(loss)} at step {step}; lower lr or change sigma")

@@ -1,0 +1,72 @@
+"""Charts: pure functions from result tables (pandas DataFrames) to Altair charts, and saving them offline.
+
+No training or attacking happens here. `save_chart` writes a self-contained HTML file (Vega's JavaScript inlined,
+so it opens offline) and a PNG through vl-convert.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+
+
+def save_chart(chart: alt.TopLevelMixin, folder: str | Path, stem: str) -> list[Path]:
+    folder = Path(folder)
+    html, png = folder / f"{stem}.html", folder / f"{stem}.png"
+    chart.save(str(html), inline=True)
+    chart.save(str(png), scale_factor=2)
+    return [html, png]
+
+
+def robustness_chart(summary: pd.DataFrame, title: str, eps_title: str = "ε (L∞ attack budget)") -> alt.Chart:
+    """Robust accuracy (worst case over the attacks) against eps, one line per model, a band of ±1 std over seeds."""
+    base = alt.Chart(summary).encode(
+        x=alt.X("eps:Q", title=eps_title),
+        color=alt.Color("label:N", title="model"),
+    )
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title="robust accuracy", scale=alt.Scale(domain=[0, 1])),
+        tooltip=["label:N", "eps:Q", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("std:Q", format=".3f"),
+                 "seeds:Q"],
+    )
+    band = base.transform_calculate(low="datum.mean - datum.std", high="datum.mean + datum.std").mark_area(
+        opacity=0.15).encode(y="low:Q", y2="high:Q", color=alt.Color("label:N", legend=None))
+    return (band + line).properties(title=title, width=420, height=300)
+
+
+def clean_accuracy_chart(noise: pd.DataFrame, adversarial: pd.DataFrame, title: str) -> alt.HConcatChart:
+    """Fig. 6: clean accuracy against sigma (noise training) beside clean accuracy against eps (PGD-AT)."""
+    def panel(frame: pd.DataFrame, field: str, axis: str, name: str) -> alt.Chart:
+        return alt.Chart(frame).mark_line(point=True).encode(
+            x=alt.X(f"{field}:Q", title=axis),
+            y=alt.Y("mean:Q", title="clean accuracy", scale=alt.Scale(zero=False)),
+            tooltip=[f"{field}:Q", alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("std:Q", format=".4f")],
+        ).properties(title=name, width=300, height=250)
+
+    return alt.hconcat(panel(noise, "sigma", "σ (training noise)", "noise training"),
+                       panel(adversarial, "train_eps", "ε (training budget)", "PGD adversarial training")
+                       ).properties(title=title)
+
+
+def censoring_chart(curves: pd.DataFrame) -> alt.Chart:
+    """Fig. 3: the density of Z, the censored part, and the two Gaussian approximations of ReLU(Z), per mu."""
+    return alt.Chart(curves).mark_line().encode(
+        x=alt.X("xi:Q", title="ξ"),
+        y=alt.Y("density:Q", title="density"),
+        color=alt.Color("curve:N", title="curve"),
+        strokeDash=alt.StrokeDash("curve:N"),
+    ).properties(width=180, height=150).facet(
+        facet=alt.Facet("panel:N", title=None), columns=3
+    ).properties(title="ReLU censoring of Z ~ N(μ, σ²) (the paper's Fig. 3)")
+
+
+def sigma_trajectory_chart(trajectory: pd.DataFrame) -> alt.Chart:
+    """Table 1: learnable sigma against training step, per variant and seed."""
+    return alt.Chart(trajectory).mark_line().encode(
+        x=alt.X("step:Q", title="training step"),
+        y=alt.Y("sigma:Q", title="σ"),
+        color=alt.Color("variant:N"),
+        detail="seed:N",
+    ).properties(title="Learnable σ from σ₀ = 1.9 (the paper's Table 1)", width=420, height=280)

@@ -1,0 +1,183 @@
+"""The paper's figures and table as runnable experiments, each writing data (JSON, CSV) and a chart (HTML, PNG).
+
+    noiselab reproduce fig4 --quick --out results/      # minutes on a laptop CPU: the embedded digits, DemoCNN
+    noiselab reproduce fig4 --data-root ../shared/data/mnist --out docs/results/   # the full run, for a GPU
+
+Every robustness figure puts the `sampled` baseline and the PGD-AT and FGSM-RS references on the same axes as
+the noise-trained models, all attacked by the same attacks. The presets below are the whole definition of each
+run; the results file repeats them beside the library versions and the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..charts import censoring_chart, clean_accuracy_chart, robustness_chart, save_chart, sigma_trajectory_chart
+from ..moments import censoring_curves
+from ..train import TrainConfig
+from .records import check_output_folder, environment, write_json
+from .sweep import EvalSpec, cell_label, robust_table, run_sweep, summarize
+
+STRONG_ATTACKS = ["fgsm", ["pgd", {"steps": 40, "restarts": 2}], ["pgd", {"steps": 40, "loss": "margin"}],
+                  ["apgd", {"steps": 100}]]
+QUICK_ATTACKS = ["fgsm", ["pgd", {"steps": 10}]]
+
+
+@dataclass
+class Preset:
+    base: TrainConfig
+    evaluation: EvalSpec
+    sigmas: list[float]
+    adversarial_eps: float
+    seeds: int
+
+
+def _mnist(quick: bool, data_root: str | None, device: str) -> Preset:
+    if quick:
+        base = TrainConfig(dataset="mnist-embedded", model="demo-cnn", train_limit=2000, epochs=2, batch_size=64,
+                           pgd_steps=3, eps_warmup=0.5, device=device)
+        return Preset(base, EvalSpec([0.0, 0.1, 0.2, 0.3], QUICK_ATTACKS, 200), [0.3, 0.8], 0.3, 1)
+    base = TrainConfig(dataset="mnist", data_root=data_root, model="lenet5", epochs=10, batch_size=128,
+                       pgd_steps=10, eps_warmup=0.3, device=device)
+    return Preset(base, EvalSpec([0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3], STRONG_ATTACKS, 2000),
+                  [0.1, 0.3, 0.5, 0.8], 0.3, 3)
+
+
+def _cifar(quick: bool, data_root: str | None, device: str) -> Preset:
+    eps = [0.0, 2 / 255, 4 / 255, 8 / 255]
+    if quick:
+        base = TrainConfig(dataset="cifar10", data_root=data_root, model="cifar-cnn", train_limit=2000, epochs=1,
+                           batch_size=64, pgd_steps=3, device=device)
+        return Preset(base, EvalSpec(eps, QUICK_ATTACKS, 200), [0.3, 0.8], 8 / 255, 1)
+    base = TrainConfig(dataset="cifar10", data_root=data_root, model="cifar-cnn", epochs=30, batch_size=128,
+                       pgd_steps=10, device=device)
+    return Preset(base, EvalSpec(eps, STRONG_ATTACKS, 2000), [0.1, 0.3, 0.5, 0.8], 8 / 255, 3)
+
+
+def _robustness_cells(preset: Preset) -> list[dict]:
+    cells = []
+    for seed in range(preset.seeds):
+        cells.append({"method": "vanilla", "seed": seed})
+        cells += [{"method": "noise", "sigma": s, "seed": seed} for s in preset.sigmas]
+        cells += [{"method": "sampled", "sigma": s, "seed": seed} for s in preset.sigmas]
+        cells += [{"method": m, "eps": preset.adversarial_eps, "seed": seed} for m in ("pgd_at", "fgsm_rs")]
+    return cells
+
+
+def _robustness_figure(name: str, preset: Preset, out: Path, title: str, eps_scale: float = 1.0,
+                       eps_title: str = "ε (L∞ attack budget)", **hooks) -> dict:
+    results = run_sweep(name, preset.base, _robustness_cells(preset), preset.evaluation, out, **hooks)
+    summary = summarize(robust_table(results))
+    summary["eps"] = summary["eps"] * eps_scale
+    summary.to_csv(out / f"{name}.csv", index=False)
+    files = save_chart(robustness_chart(summary, title, eps_title), out, name)
+    return {"results": results, "summary": summary, "files": files}
+
+
+def fig3(out: Path, quick: bool = False, **_) -> dict:
+    grid = torch.linspace(-4, 5, 181 if quick else 721)
+    frames = []
+    for mu in (-2.0, -1.0, 0.0, 1.0, 2.0, 3.0):
+        curves = censoring_curves(mu, 1.0, grid)
+        panel = f"μ = {mu:g}, P(ReLU = 0) = {float(curves['mass_at_zero']):.2f}"
+        for curve, label in (("z", "Z"), ("relu", "ReLU(Z), continuous part"), ("paper", "paper rule"),
+                             ("moment", "moment matching")):
+            frames.append(pd.DataFrame({"xi": grid.numpy(), "density": curves[curve].numpy(), "curve": label,
+                                        "panel": panel, "mu": mu}))
+    curves = pd.concat(frames, ignore_index=True)
+    curves.to_csv(out / "fig3.csv", index=False)
+    write_json(out / "results.json", {"experiment": "fig3", "sigma": 1.0, "environment": environment()})
+    return {"summary": curves, "files": save_chart(censoring_chart(curves), out, "fig3")}
+
+
+def fig4(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
+    preset = _mnist(quick, data_root, device)
+    title = "MNIST: robust accuracy vs ε (the paper's Fig. 4)" + (" — quick mode" if quick else "")
+    return _robustness_figure("fig4", preset, out, title, **hooks)
+
+
+def fig5(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
+    preset = _cifar(quick, data_root, device)
+    title = "CIFAR-10 (JPEG copy): robust accuracy vs ε (the paper's Fig. 5)" + (" — quick mode" if quick else "")
+    return _robustness_figure("fig5", preset, out, title, eps_scale=255.0, eps_title="ε × 255 (L∞ attack budget)",
+                              **hooks)
+
+
+def fig6(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
+    preset = _mnist(quick, data_root, device)
+    sigmas = [0.0, 0.3, 0.8] if quick else [0.0, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5]
+    epsilons = [0.1, 0.3] if quick else [0.05, 0.1, 0.2, 0.3, 0.4]
+    cells = []
+    for seed in range(preset.seeds):
+        cells += [{"method": "noise", "sigma": s, "seed": seed} for s in sigmas]
+        cells += [{"method": "pgd_at", "eps": e, "seed": seed} for e in epsilons]
+    clean_only = EvalSpec([0.0], ["fgsm"], None)  # eps = 0: the clean accuracy on the whole test split
+    results = run_sweep("fig6", preset.base, cells, clean_only, out, **hooks)
+    table = robust_table(results)
+    noise = table[table.method == "noise"].groupby("sigma")["accuracy"].agg(["mean", "std"]).reset_index()
+    adversarial = table[table.method == "pgd_at"].groupby("train_eps")["accuracy"].agg(["mean", "std"]).reset_index()
+    summary = pd.concat([noise.assign(knob="sigma"), adversarial.assign(knob="train_eps")], ignore_index=True)
+    summary.fillna({"std": 0.0}).to_csv(out / "fig6.csv", index=False)
+    chart = clean_accuracy_chart(noise.fillna({"std": 0.0}), adversarial.fillna({"std": 0.0}),
+                                 "Clean accuracy: noise σ vs PGD-AT ε (the paper's Fig. 6)")
+    return {"results": results, "summary": summary, "files": save_chart(chart, out, "fig6")}
+
+
+def table1(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
+    preset = _mnist(quick, data_root, device)
+    base = replace(preset.base, method="noise", learnable_sigma=True, sigma=1.9,
+                   epochs=2 if quick else 20)
+    variants = {"Model": 0.0, "Bimodel (α = 0.25)": 0.25}
+    cells = [{"bimodel_alpha": alpha, "seed": seed} for seed in range(preset.seeds) for alpha in variants.values()]
+    trajectory: list[dict] = []
+
+    def record(overrides: dict, progress) -> None:
+        trajectory.append({"alpha": overrides["bimodel_alpha"], "seed": overrides["seed"], "step": progress.step,
+                           "sigma": progress.sigma, "loss": progress.loss})
+        if hooks.get("on_train_progress"):
+            hooks["on_train_progress"](overrides, progress)
+
+    clean_only = EvalSpec([0.0], ["fgsm"], None)
+    results = run_sweep("table1", base, cells, clean_only, out, progress=hooks.get("progress"),
+                        on_train_progress=record, stop=hooks.get("stop"))
+    names = {alpha: name for name, alpha in variants.items()}
+    # trajectories of this run are kept beside the results; cells finished in an earlier run keep their history
+    stored = results.setdefault("trajectories", [])
+    stored += trajectory
+    write_json(out / "results.json", results)
+    frame = pd.DataFrame(stored) if stored else pd.DataFrame(columns=["alpha", "seed", "step", "sigma", "loss"])
+    # a cell resumed from its checkpoint repeats the steps after that checkpoint: keep the last record of each
+    frame = frame.drop_duplicates(["alpha", "seed", "step"], keep="last").sort_values(["alpha", "seed", "step"])
+    frame["variant"] = frame["alpha"].map(names)
+    rows = []
+    for cell in results["cells"].values():
+        alpha = cell["config"]["bimodel_alpha"]
+        rows.append({"variant": names[alpha], "seed": cell["config"]["seed"], "sigma_0": 1.9,
+                     "sigma_final": cell["final_sigma"], "test_accuracy": cell["history"][-1]["test_accuracy"],
+                     "paper_sigma_star": 0.79 if alpha else 0.7})
+    summary = pd.DataFrame(rows)
+    summary.to_csv(out / "table1.csv", index=False)
+    step = max(1, len(frame) // 2000)
+    return {"results": results, "summary": summary,
+            "files": save_chart(sigma_trajectory_chart(frame.iloc[::step]), out, "table1")}
+
+
+EXPERIMENTS: dict[str, Callable[..., dict]] = {"fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6,
+                                               "table1": table1}
+
+
+def reproduce(name: str, out: str | Path, quick: bool = False, data_root: str | None = None, device: str = "auto",
+              **hooks) -> dict:
+    """Run one experiment into <out>/<name>/ (resuming what an earlier run left there)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {tuple(EXPERIMENTS)}")
+    folder = check_output_folder(Path(out) / name)
+    return EXPERIMENTS[name](folder, quick=quick, data_root=data_root, device=device, **hooks)
+
+
+__all__ = ["EXPERIMENTS", "cell_label", "reproduce"]

@@ -1,0 +1,95 @@
+"""The paper's experiments from the real CLI (quick modes), sweeps that resume, and their charts."""
+
+import json
+import subprocess
+import sys
+import threading
+
+import pandas as pd
+import pytest
+
+from noiselab.experiments import EvalSpec, robust_table, run_sweep
+from noiselab.train import TrainConfig
+
+
+def reproduce(experiment, out, *extra):
+    return subprocess.run([sys.executable, "-m", "noiselab.cli", "reproduce", experiment, "--quick", "--out", str(out),
+                           "--device", "cpu", *extra], capture_output=True, text=True, timeout=600)
+
+
+def test_reproduce_fig4_quick_writes_data_and_charts_and_resumes(tmp_path):
+    result = reproduce("fig4", tmp_path)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "fig4"
+    for name in ("results.json", "fig4.csv", "fig4.html", "fig4.png"):
+        assert (folder / name).stat().st_size > 0, name
+    results = json.loads((folder / "results.json").read_text())
+    assert results["environment"]["torch"] and results["base_config"]["model"] == "demo-cnn"
+    labels = {cell["label"] for cell in results["cells"].values()}
+    assert labels == {"vanilla", "noise σ=0.3", "noise σ=0.8", "sampled σ=0.3", "sampled σ=0.8", "pgd_at ε=0.3",
+                      "fgsm_rs ε=0.3"}
+    summary = pd.read_csv(folder / "fig4.csv")
+    assert sorted(summary["eps"].unique()) == [0.0, 0.1, 0.2, 0.3]
+    clean = summary[summary.eps == 0.0].set_index("label")["mean"]
+    assert (clean > 0.2).all(), clean  # every model learned something in quick mode
+    html = (folder / "fig4.html").read_text()
+    assert "cdn.jsdelivr" not in html and "vega" in html  # opens offline
+    assert (folder / "fig4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    again = reproduce("fig4", tmp_path)  # everything is done: nothing is retrained
+    assert again.returncode == 0 and "training" not in again.stderr
+    assert json.loads((folder / "results.json").read_text())["cells"] == results["cells"]
+
+
+@pytest.mark.parametrize("experiment", ["fig3", "fig6", "table1"])
+def test_other_reproductions_quick(experiment, tmp_path):
+    result = reproduce(experiment, tmp_path)
+    assert result.returncode == 0, result.stderr
+    for suffix in (".csv", ".html", ".png"):
+        assert (tmp_path / experiment / f"{experiment}{suffix}").stat().st_size > 0
+    summary = pd.read_csv(tmp_path / experiment / f"{experiment}.csv")
+    if experiment == "table1":
+        assert set(summary["variant"]) == {"Model", "Bimodel (α = 0.25)"}
+        assert (summary["sigma_final"] > 0).all() and (summary["sigma_final"] != 1.9).all()
+    if experiment == "fig6":
+        assert set(summary["knob"]) == {"sigma", "train_eps"}
+    if experiment == "fig3":
+        assert summary["density"].max() > 0.3
+
+
+def test_interrupted_sweep_resumes_without_redoing_or_losing_cells(tmp_path):
+    base = TrainConfig(model="demo-cnn", train_limit=300, epochs=1, batch_size=50, device="cpu")
+    cells = [{"method": "vanilla", "seed": 0}, {"method": "noise", "sigma": 0.5, "seed": 0},
+             {"method": "sampled", "sigma": 0.5, "seed": 0}]
+    evaluation = EvalSpec([0.0, 0.1], ["fgsm"], 50)
+    stop = threading.Event()
+    messages = []
+
+    def progress(message):
+        messages.append(message)
+        if message.startswith("noise σ=0.5") and message.endswith("attacking"):
+            stop.set()  # the noise cell still finishes its attack; the next one is not started
+
+    first = run_sweep("sweep", base, cells, evaluation, tmp_path, progress=progress, stop=stop)
+    assert len(first["cells"]) == 2
+    second_messages = []
+    second = run_sweep("sweep", base, cells, evaluation, tmp_path, progress=second_messages.append)
+    assert len(second["cells"]) == 3
+    assert second_messages == ["sampled σ=0.5 (seed 0): training", "sampled σ=0.5 (seed 0): attacking"]
+    for key, cell in first["cells"].items():
+        assert second["cells"][key]["robust"] == cell["robust"]
+    table = robust_table(second)
+    assert len(table) == 6 and not table.duplicated(["label", "seed", "eps"]).any()
+
+
+def test_bad_experiment_inputs_are_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = reproduce("fig4", blocker)
+    assert result.returncode == 2 and "choose a writable folder" in result.stderr and "Traceback" not in result.stderr
+    result = reproduce("fig9", tmp_path)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+    with pytest.raises(ValueError, match="unknown method"):
+        run_sweep("sweep", TrainConfig(), [{"method": "magic"}], EvalSpec(), tmp_path)
+    with pytest.raises(ValueError, match=r"eps must be a number in \[0, 1\]"):
+        run_sweep("sweep", TrainConfig(), [{"method": "vanilla"}], EvalSpec([0.0, 2.0]), tmp_path)
