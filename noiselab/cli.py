@@ -128,6 +128,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relu", choices=RELU_RULES, default=defaults.relu)
     parser.add_argument("--pool", choices=POOL_RULES, default=defaults.pool)
     parser.add_argument("--eps", type=_eps, default=defaults.eps, help="budget of pgd_at and fgsm_rs")
+    parser.add_argument("--eps-warmup", type=_eps, default=defaults.eps_warmup,
+                        help="ramp eps up linearly over this fraction of the steps (pgd_at, fgsm_rs)")
     parser.add_argument("--pgd-steps", type=_positive_int, default=defaults.pgd_steps)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--train-limit", type=_positive_int, default=None, help="train on the first N examples")
@@ -209,7 +211,28 @@ def attack_command(args: argparse.Namespace) -> int:
 
 
 def _hooks() -> dict:
-    return {"progress": lambda message: print(message, file=sys.stderr, flush=True), "stop": _stop_on_interrupt()}
+    """Progress for sweeps: a bar over the training steps of the cell in hand, and a line per cell and phase."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def on_train_progress(overrides: dict, p) -> None:
+        nonlocal bar
+        if bar is None or bar.total != p.total_steps or p.step <= bar.n:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=p.total_steps, initial=p.step - 1, unit="batch", file=sys.stderr, leave=False)
+        bar.update(p.step - bar.n)
+        bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{p.accuracy:.2f}")
+
+    def progress(message: str) -> None:
+        nonlocal bar
+        if bar is not None:
+            bar.close()
+            bar = None
+        print(message, file=sys.stderr, flush=True)
+
+    return {"progress": progress, "on_train_progress": on_train_progress, "stop": _stop_on_interrupt()}
 
 
 def sweep_command(args: argparse.Namespace) -> int:

@@ -149,10 +149,13 @@ def _find_image_folder(root: Path) -> Path | None:
 
 
 def _load_image_folder(folder: Path) -> dict[str, np.ndarray]:
-    """An ImageFolder tree decoded once, then cached beside it as images.npz (decoding 60,000 JPEGs takes a while)."""
+    """An ImageFolder tree decoded once, then cached beside it (decoding 60,000 JPEGs takes a while).
+
+    A tree lists its images class by class; they are put in one fixed shuffled order (numpy PCG64, seed 0), as
+    MNIST's files are, so that the first N examples of a split are a fair sample of all classes."""
     from PIL import Image  # installed with torchvision
 
-    cache = folder / "noiselab-cache.npz"
+    cache = folder / "noiselab-cache-v2.npz"
     if cache.is_file():
         with np.load(cache) as stored:
             return {key: stored[key] for key in stored.files}
@@ -167,8 +170,9 @@ def _load_image_folder(folder: Path) -> dict[str, np.ndarray]:
                 with Image.open(path) as image:
                     images.append(np.asarray(image.convert("RGB")).transpose(2, 0, 1))  # (H, W, C) -> (C, H, W)
                 labels.append(label)
-        arrays[f"{split}_images"] = np.stack(images)
-        arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.uint8)
+        order = np.random.default_rng(0).permutation(len(images))
+        arrays[f"{split}_images"] = np.stack(images)[order]
+        arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.uint8)[order]
     try:
         np.savez(cache, **arrays)
     except OSError:

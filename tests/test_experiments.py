@@ -93,3 +93,17 @@ def test_bad_experiment_inputs_are_named(tmp_path):
         run_sweep("sweep", TrainConfig(), [{"method": "magic"}], EvalSpec(), tmp_path)
     with pytest.raises(ValueError, match=r"eps must be a number in \[0, 1\]"):
         run_sweep("sweep", TrainConfig(), [{"method": "vanilla"}], EvalSpec([0.0, 2.0]), tmp_path)
+
+
+def test_sweep_cli_runs_a_grid_and_prints_the_summary(tmp_path):
+    command = [sys.executable, "-m", "noiselab.cli", "sweep", "--model", "demo-cnn", "--methods", "vanilla", "noise",
+               "fgsm_rs", "--sigmas", "0.5", "--train-eps", "0.2", "--eps-warmup", "0.5", "--train-limit", "640",
+               "--batch-size", "64", "--epochs", "1", "--eval-eps", "0", "0.1", "--attacks", "fgsm", "pgd",
+               "--steps", "5", "--limit", "100", "--device", "cpu", "--out", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "3 of 3 cells done" in result.stderr
+    assert "fgsm_rs ε=0.2" in result.stdout and "noise σ=0.5" in result.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    stages = [row["stage"] for row in next(iter(results["cells"].values()))["robust"]]
+    assert stages == ["clean", "fgsm", "pgd", "clean", "fgsm", "pgd"]

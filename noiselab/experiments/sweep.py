@@ -42,6 +42,14 @@ def cell_key(overrides: dict) -> str:
     return json.dumps(overrides, sort_keys=True)
 
 
+def format_eps(eps: float) -> str:
+    """0.3 -> '0.3'; 8/255 -> '8/255' (CIFAR budgets are counted in 1/255 steps)."""
+    steps = eps * 255
+    if 0 < eps < 0.1 and abs(steps - round(steps)) < 1e-6:
+        return f"{round(steps)}/255"
+    return f"{eps:g}"
+
+
 def cell_label(overrides: dict) -> str:
     """A legend label: 'noise σ=0.5', 'pgd_at ε=0.3', 'vanilla'."""
     method = overrides.get("method", "vanilla")
@@ -50,7 +58,7 @@ def cell_label(overrides: dict) -> str:
         if overrides.get("learnable_sigma"):
             label = f"{method} learnable σ₀={overrides.get('sigma'):g}"
     elif method in ("pgd_at", "fgsm_rs"):
-        label = f"{method} ε={overrides.get('eps', TrainConfig().eps):g}"
+        label = f"{method} ε={format_eps(overrides.get('eps', TrainConfig().eps))}"
     else:
         label = method
     return label
