@@ -8,13 +8,13 @@ with torch.load(weights_only=True): tensors, numbers, strings, lists and dicts o
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
+
+from . import _files
 
 FORMAT = "noiselab-checkpoint"
 VERSION = 1
@@ -24,35 +24,14 @@ class CheckpointError(ValueError):
     """A file that is not a readable noiselab checkpoint; the message says what to do."""
 
 
-def _temporary_beside(path: Path) -> tuple[int, str]:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise OSError(f"cannot write a checkpoint in {path.parent}: {error.strerror}; choose a writable folder") \
-            from None
-
-
 def check_writable(path: str | Path) -> None:
     """Fail now, before any training, if the checkpoint's folder cannot be written."""
-    handle, temporary = _temporary_beside(Path(path))
-    os.close(handle)
-    os.unlink(temporary)
+    _files.check_writable(path, "a checkpoint")
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
-    path = Path(path)
-    handle, temporary = _temporary_beside(path)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    return _files.atomic_write(path, lambda stream: torch.save(payload, stream), "a checkpoint")
 
 
 def load_checkpoint(path: str | Path, map_location=None) -> dict:

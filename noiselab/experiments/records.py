@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .. import _files
 
 
 def environment(device: str | torch.device | None = None) -> dict:
@@ -32,29 +32,13 @@ def environment(device: str | torch.device | None = None) -> dict:
 def check_output_folder(folder: str | Path) -> Path:
     """Create the folder and prove it writable now, before any work goes into it."""
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as error:
-        raise OSError(f"cannot write results in {folder}: {error.strerror}; choose a writable folder") from None
+    _files.check_writable(folder / "results.json", "results")
     return folder
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=1, default=float)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    text = json.dumps(payload, indent=1, default=float).encode()
+    return _files.atomic_write(path, lambda stream: stream.write(text), "results")
 
 
 def read_json(path: str | Path) -> dict | None:

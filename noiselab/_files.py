@@ -1,0 +1,40 @@
+"""Writing files so that an interruption leaves the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def _temporary_beside(path: Path, what: str) -> tuple[int, str]:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise OSError(f"cannot write {what} in {path.parent}: {error.strerror}; choose a writable folder") from None
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """Fail now, before any work goes into it, if the folder that will hold `path` cannot be written."""
+    handle, temporary = _temporary_beside(Path(path), what)
+    os.close(handle)
+    os.unlink(temporary)
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], what: str) -> Path:
+    """Write through `write(stream)` into a temporary file beside `path`, flush it to disk, rename it over `path`."""
+    path = Path(path)
+    handle, temporary = _temporary_beside(path, what)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
