@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from . import data as data_module
 from ._checks import check_sigma
 from .attacks import check_eps
-from .attacks._common import project
+from .attacks._common import project, random_start
 from .checkpoint import check_writable, load_checkpoint, save_checkpoint
 from .loss import LearnableSigma, _terms
 from .models import MODELS, build
@@ -182,14 +182,9 @@ def _input_gradient_sign(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
     return gradient.sign()
 
 
-def _uniform_start(ctx: _Context, x: Tensor, eps: float) -> Tensor:
-    noise = torch.rand(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
-    return project(x + eps * (2 * noise - 1), x, eps)
-
-
 def _pgd_at(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     eps, steps = ctx.eps, ctx.config.pgd_steps
-    x_adv = _uniform_start(ctx, x, eps)
+    x_adv = random_start(x, eps, ctx.generator)
     for _ in range(steps):  # Madry: train on the final iterate
         x_adv = project(x_adv + 2.5 * eps / steps * _input_gradient_sign(ctx.model, x_adv, y), x, eps)
     logits = ctx.model(x_adv.detach())
@@ -198,7 +193,7 @@ def _pgd_at(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 def _fgsm_rs(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     eps = ctx.eps
-    x_adv = _uniform_start(ctx, x, eps)
+    x_adv = random_start(x, eps, ctx.generator)
     x_adv = project(x_adv + 1.25 * eps * _input_gradient_sign(ctx.model, x_adv, y), x, eps)
     logits = ctx.model(x_adv.detach())
     return F.cross_entropy(logits, y), logits
