@@ -36,10 +36,11 @@ from ._checks import check_sigma
 from .attacks import check_eps
 from .attacks._common import project, random_start
 from .checkpoint import check_writable, load_checkpoint, save_checkpoint
+from .defenses import noisy_logits_unchecked
 from .loss import LearnableSigma, _terms
 from .models import MODELS, build
 from .moments import POOL_RULES, RELU_RULES
-from .propagate import Rules, _noise_entry, propagate_unchecked, sequential_layers
+from .propagate import Rules, propagate_unchecked, sequential_layers
 
 
 @dataclass
@@ -165,15 +166,8 @@ def _noise(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _sampled(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    entry = _noise_entry(ctx.layers)
-    h = x
-    for _, layer in ctx.layers[: entry + 1]:
-        h = layer(h)
-    noise = torch.randn(h.shape, generator=ctx.generator, device=h.device, dtype=h.dtype)
-    h = h + _sigma_value(ctx.sigma) * noise
-    for _, layer in ctx.layers[entry + 1 :]:
-        h = layer(h)
-    return F.cross_entropy(h, y), h
+    logits = noisy_logits_unchecked(ctx.layers, x, _sigma_value(ctx.sigma), 1, ctx.generator)[0]
+    return F.cross_entropy(logits, y), logits
 
 
 def _input_gradient_sign(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:

@@ -9,9 +9,22 @@ gradients with respect to the input only; the model's parameters and mode are le
 
 from ._common import LOSSES, check_attack_inputs, check_eps
 from .apgd import apgd
+from .closed_form import closed_form_fgsm, closed_form_pgd
+from .eot import eot_fgsm, eot_pgd, naive_fgsm
 from .fgsm import fgsm
 from .pgd import pgd
 
 ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd}
 
-__all__ = ["ATTACKS", "LOSSES", "apgd", "check_attack_inputs", "check_eps", "fgsm", "pgd"]
+# Attacks on the randomized defense (noiselab.defenses): the same convention plus the defender's sigma,
+# attack(model, x, y, eps=..., sigma=..., **options).
+RANDOMIZED_ATTACKS = {
+    "naive_fgsm": naive_fgsm,
+    "eot_fgsm": eot_fgsm,
+    "eot_pgd": eot_pgd,
+    "closed_form_fgsm": closed_form_fgsm,
+    "closed_form_pgd": closed_form_pgd,
+}
+
+__all__ = ["ATTACKS", "LOSSES", "RANDOMIZED_ATTACKS", "apgd", "check_attack_inputs", "check_eps", "closed_form_fgsm",
+           "closed_form_pgd", "eot_fgsm", "eot_pgd", "fgsm", "naive_fgsm", "pgd"]

@@ -70,3 +70,16 @@ def random_start(x: Tensor, eps: float, generator: torch.Generator | None) -> Te
     noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) if generator is not None \
         else torch.rand_like(x)
     return project(x + eps * (2 * noise - 1), x, eps)
+
+
+def ascend(gradient_fn, x: Tensor, eps: float, steps: int, alpha: float, random_init: bool,
+           generator: torch.Generator | None) -> Tensor:
+    """Signed-gradient ascent in the eps-ball (FGSM: one step of alpha = eps from x); returns the final iterate.
+
+    gradient_fn(x_adv) -> the gradient of the attack's objective at x_adv. Used by the attacks on randomized
+    defenses, whose success can only be judged by a many-sample vote afterwards, so no per-step scoring here.
+    """
+    x_adv = random_start(x, eps, generator) if random_init else x.clone()
+    for _ in range(steps):
+        x_adv = project(x_adv + alpha * gradient_fn(x_adv).sign(), x, eps)
+    return x_adv.detach()

@@ -1,0 +1,228 @@
+"""The paper's Fig. 7 as a measurement: the closed-form adaptive attack against EOT on a randomized defense.
+
+    noiselab reproduce fig7 --quick --out results/                            # minutes on a CPU
+    noiselab reproduce fig7 --data-root ../shared/data/mnist --out docs/results/   # the full run, for a GPU
+
+Defenses: networks trained with first-layer noise at sigma (the paper's closed-form training, "noise", and the
+PixelDP-like "sampled" training), each keeping that noise at inference and predicting by a majority vote over
+`samples` noisy passes (noiselab.defenses); beside them an undefended vanilla network under plain FGSM and PGD.
+Attacks (noiselab.attacks.RANDOMIZED_ATTACKS): the naive attack (one noisy pass), EOT over k draws, and the
+closed-form attack (FGSM as in the paper, and PGD). Every accuracy carries a Wilson interval over the test
+examples and the fraction of votes the defense's own randomness could flip; every attack its cost in network
+passes per example and in seconds on this device, measured in the same run.
+
+Results land in <out>/results.json (one row per model x attack x eps, written as they come, so a rerun skips
+what is done), fig7.csv, summary.json (the plain answers) and a chart (HTML + PNG).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .. import data as data_module
+from ..attacks import ATTACKS, RANDOMIZED_ATTACKS
+from ..charts import save_chart
+from ..charts.adaptive import adaptive_chart
+from ..defenses import randomized_accuracy, wilson_interval
+from ..evaluate import predict
+from ..train import TrainConfig, resolve_device, train
+from .records import environment, read_json, write_json
+from .sweep import cell_label, print_progress
+
+
+@dataclass
+class AdaptivePreset:
+    base: TrainConfig
+    sigmas: list[float]
+    defense_methods: list[str]       # how each defended network was trained: "noise" (the paper), "sampled"
+    eps: list[float]
+    limit: int                       # test examples attacked
+    samples: int                     # noisy passes per defended prediction
+    attacks: list[list]              # [label, RANDOMIZED_ATTACKS name, options]
+    undefended_attacks: list[list]   # [label, ATTACKS name, options]
+    batch_size: int = 250
+
+
+def preset(quick: bool, data_root: str | None, device: str) -> AdaptivePreset:
+    if quick:
+        base = TrainConfig(dataset="mnist-embedded", model="demo-cnn", train_limit=4000, epochs=2, batch_size=64,
+                           device=device)
+        attacks = [["naive FGSM", "naive_fgsm", {}], ["EOT-FGSM k=8", "eot_fgsm", {"draws": 8}],
+                   ["closed-form FGSM", "closed_form_fgsm", {}],
+                   ["closed-form FGSM (prob. term)", "closed_form_fgsm", {"loss": "probability"}],
+                   ["EOT-PGD k=1", "eot_pgd", {"draws": 1, "steps": 10}],
+                   ["EOT-PGD k=8", "eot_pgd", {"draws": 8, "steps": 10}],
+                   ["closed-form PGD", "closed_form_pgd", {"steps": 10}],
+                   ["closed-form PGD (prob. term)", "closed_form_pgd", {"steps": 10, "loss": "probability"}]]
+        undefended = [["FGSM", "fgsm", {}], ["PGD", "pgd", {"steps": 10}]]
+        return AdaptivePreset(base, [0.6, 0.8], ["noise", "sampled"], [0.0, 0.1, 0.2, 0.3], 200, 64, attacks,
+                              undefended)
+    base = TrainConfig(dataset="mnist", data_root=data_root, model="lenet5", epochs=10, batch_size=128, device=device)
+    attacks = [["naive FGSM", "naive_fgsm", {}], ["EOT-FGSM k=32", "eot_fgsm", {"draws": 32}],
+               ["closed-form FGSM", "closed_form_fgsm", {}],
+               ["closed-form FGSM (prob. term)", "closed_form_fgsm", {"loss": "probability"}]]
+    attacks += [[f"EOT-PGD k={k}", "eot_pgd", {"draws": k, "steps": 40}] for k in (1, 2, 4, 8, 16, 32)]
+    attacks += [["closed-form PGD", "closed_form_pgd", {"steps": 40}],
+                ["closed-form PGD (prob. term)", "closed_form_pgd", {"steps": 40, "loss": "probability"}],
+                ["closed-form PGD (prob., moment/clark)", "closed_form_pgd",
+                 {"steps": 40, "loss": "probability", "relu": "moment", "pool": "clark"}]]
+    undefended = [["FGSM", "fgsm", {}], ["PGD", "pgd", {"steps": 40}]]
+    return AdaptivePreset(base, [0.6, 0.8], ["noise", "sampled"], [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3], 1000, 256,
+                          attacks, undefended)
+
+
+def attack_passes(name: str, options: dict) -> float:
+    """Network passes (forward and backward counted together, per example) an attack spends.
+
+    A closed-form step runs the moment network, whose mean and variance paths cost about two passes, plus its
+    backward; a sampled step runs `draws` noisy passes and their backward."""
+    steps = options.get("steps", 1) if name in ("eot_pgd", "closed_form_pgd", "pgd") else 1
+    if name.startswith("closed_form"):
+        return steps * 2 * 2
+    draws = options.get("draws", 1) if name.startswith("eot") else 1
+    return steps * draws * 2
+
+
+def _models(preset_: AdaptivePreset) -> list[dict]:
+    cells = [{"method": "vanilla"}]
+    cells += [{"method": method, "sigma": sigma} for sigma in preset_.sigmas for method in preset_.defense_methods]
+    return cells
+
+
+def _row_key(label: str, attack: str, eps: float) -> str:
+    return f"{label} | {attack} | {eps:g}"
+
+
+def fig7(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto",
+         progress=print_progress, on_train_progress=None, stop=None) -> dict:
+    """Run (or finish) Fig. 7 into `out`; progress(message), on_train_progress(overrides, TrainProgress) and a
+    stop Event as in run_sweep: a stopped run keeps every row measured so far and resumes from there."""
+    preset_ = preset(quick, data_root, device)
+    device_ = resolve_device(device)
+    results_path = out / "results.json"
+    results = read_json(results_path) or {"experiment": "fig7", "rows": []}
+    results.update({"preset": asdict(preset_), "environment": environment(device_)})
+    done = {_row_key(r["model"], r["attack"], r["eps"]) for r in results["rows"]}
+    data = data_module.load(preset_.base.dataset, root=preset_.base.data_root, device=device_)
+    x_all, y_all = data.tensors("test", limit=preset_.limit)
+    x_all = data_module.to_float(x_all)
+
+    for overrides in _models(preset_):
+        config = replace(preset_.base, **overrides).validate()
+        label = cell_label(overrides)
+        if stop is not None and stop.is_set():
+            break
+        progress(f"fig7: {label}: training (or loading its checkpoint)")
+        callback = (lambda p, o=overrides: on_train_progress(o, p)) if on_train_progress else None
+        trained = train(config, data=data, progress=callback, stop=stop, resume=True,
+                        checkpoint=out / "checkpoints" / f"{config.method}-sigma{config.sigma:g}.pt")
+        if trained.stopped:
+            break
+        model = trained.model.eval()
+        defended = config.method != "vanilla"
+        attacks = preset_.attacks if defended else preset_.undefended_attacks
+        # the clean row once per model, then every attack at every eps > 0
+        jobs = [("clean", attacks[0][1], {}, 0.0)] + [
+            (attack_label, name, options, eps) for attack_label, name, options in attacks
+            for eps in preset_.eps if eps > 0]
+        for attack_label, name, options, eps in jobs:
+            if _row_key(label, attack_label, eps) in done:
+                continue
+            if stop is not None and stop.is_set():
+                break
+            row = _measure(model, x_all, y_all, config.sigma if defended else None, attack_label, name, options,
+                           eps, preset_, seed=config.seed)
+            row.update({"model": label, "train_method": config.method, "sigma": config.sigma if defended else 0.0,
+                        "expectation_accuracy": trained.history[-1]["test_accuracy"] if trained.history else None})
+            results["rows"].append(row)
+            write_json(results_path, results)
+            progress(f"fig7: {label} / {attack_label} / eps {eps:g}: accuracy {row['accuracy']:.3f}")
+    write_json(results_path, results)
+    table = pd.DataFrame(results["rows"])
+    table.to_csv(out / "fig7.csv", index=False)
+    answers = summarize_adaptive(table)
+    write_json(out / "summary.json", answers)
+    files = save_chart(adaptive_chart(table, cost_eps=_cost_eps(preset_.eps)), out, "fig7")
+    columns = ["model", "eps", "closed_form_attack", "closed_form_accuracy", "strongest_eot", "eot_accuracy",
+               "cost_ratio_seconds", "matches_eot"]
+    summary = pd.DataFrame(answers["closed_form_vs_eot"]).reindex(columns=columns)
+    return {"results": results, "table": table, "summary": summary, "answers": answers, "files": files}
+
+
+def _cost_eps(eps: list[float]) -> float:
+    positive = [e for e in eps if e > 0]
+    return positive[len(positive) // 2] if positive else 0.0
+
+
+def _measure(model, x, y, sigma, attack_label: str, name: str, options: dict, eps: float,
+             preset_: AdaptivePreset, seed: int) -> dict:
+    attack = RANDOMIZED_ATTACKS[name] if sigma is not None else ATTACKS[name]
+    adversarial = []
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for start in range(0, x.shape[0], preset_.batch_size):
+        chunk = slice(start, start + preset_.batch_size)
+        kwargs = dict(options)
+        if "generator" in inspect.signature(attack).parameters:
+            kwargs["generator"] = torch.Generator(device=x.device).manual_seed(seed + start)
+        if sigma is not None:
+            kwargs["sigma"] = sigma
+        adversarial.append(attack(model, x[chunk], y[chunk], eps, **kwargs))
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    x_adv = torch.cat(adversarial)
+    n = x.shape[0]
+    if sigma is not None:
+        estimate = randomized_accuracy(model, x_adv, y, sigma, samples=preset_.samples, seed=seed + 1)
+        accuracy, low, high, undecided = estimate.accuracy, estimate.low, estimate.high, estimate.undecided
+    else:
+        hits = (predict(model, x_adv) == y).sum()
+        low_t, high_t = wilson_interval(hits, n)
+        accuracy, low, high, undecided = float(hits) / n, float(low_t), float(high_t), 0.0
+    return {"attack": attack_label, "attack_name": name, "options": options, "eps": eps, "accuracy": accuracy,
+            "low": low, "high": high, "undecided": undecided, "n": n, "samples": preset_.samples if sigma else 1,
+            "passes_per_example": attack_passes(name, options) if eps > 0 else 0.0,
+            "seconds_per_example": seconds / n}
+
+
+def summarize_adaptive(table: pd.DataFrame) -> dict:
+    """The plain answers: per defended model and eps > 0, the closed-form attacks against the strongest EOT, with
+    the cost ratio; and the paper's claim for sigma = 0.6 (the randomized model about as vulnerable as the
+    undefended one under FGSM)."""
+    answers = []
+    undefended = table[table["train_method"] == "vanilla"]
+    for model, rows in table[table["train_method"] != "vanilla"].groupby("model", sort=False):
+        for eps, at_eps in rows[rows["eps"] > 0].groupby("eps"):
+            eot = at_eps[at_eps["attack_name"] == "eot_pgd"]
+            strongest = eot.loc[eot["accuracy"].idxmin()] if len(eot) else None
+            for _, cf in at_eps[at_eps["attack_name"].str.startswith("closed_form")].iterrows():
+                entry = {"model": model, "eps": float(eps), "closed_form_attack": cf["attack"],
+                         "closed_form_accuracy": cf["accuracy"], "closed_form_interval": [cf["low"], cf["high"]],
+                         "closed_form_seconds_per_example": cf["seconds_per_example"]}
+                if strongest is not None:
+                    overlap = cf["low"] <= strongest["high"] and strongest["low"] <= cf["high"]
+                    entry.update({
+                        "strongest_eot": strongest["attack"], "eot_accuracy": strongest["accuracy"],
+                        "eot_interval": [strongest["low"], strongest["high"]],
+                        "eot_seconds_per_example": strongest["seconds_per_example"],
+                        "cost_ratio_seconds": cf["seconds_per_example"] / max(strongest["seconds_per_example"], 1e-12),
+                        "matches_eot": bool(overlap or cf["accuracy"] <= strongest["accuracy"]),
+                    })
+                answers.append(entry)
+    claim = []
+    plain = undefended[undefended["attack_name"] == "fgsm"].set_index("eps")["accuracy"]
+    for _, row in table[(table["attack_name"] == "closed_form_fgsm") & (table["eps"] > 0)].iterrows():
+        if row["eps"] in plain.index:
+            claim.append({"model": row["model"], "sigma": float(row["sigma"]), "eps": float(row["eps"]),
+                          "randomized_under_closed_form_fgsm": row["accuracy"],
+                          "undefended_under_fgsm": float(plain.loc[row["eps"]])})
+    return {"closed_form_vs_eot": answers, "paper_claim_sigma_0.6": [c for c in claim if c["sigma"] == 0.6],
+            "randomized_vs_undefended_fgsm": claim}

@@ -1,0 +1,162 @@
+"""The randomized defense and the attacks on it (closed form, EOT, naive), and Fig. 7 in quick mode."""
+
+import pytest
+import torch
+from scipy import stats
+
+from noiselab import monte_carlo
+from noiselab.attacks import RANDOMIZED_ATTACKS, closed_form_fgsm, eot_pgd
+from noiselab.attacks.closed_form import LOSSES as CLOSED_FORM_LOSSES
+from noiselab.defenses import (
+    closed_form_predict,
+    noisy_logits,
+    randomized_accuracy,
+    randomized_predict,
+    wilson_interval,
+)
+from noiselab.experiments.adaptive import attack_passes
+from noiselab.loss import stochastic_loss
+from noiselab.models import build
+from noiselab.propagate import propagate
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    model = build("demo-cnn").eval()
+    x = torch.rand(6, 1, 28, 28)
+    y = torch.arange(6) % 10
+    return model, x, y
+
+
+def test_noisy_logits_without_noise_are_the_expectation_model(small):
+    model, x, _ = small
+    logits = noisy_logits(model, x, 0.0, draws=3)
+    assert logits.shape == (3, 6, 10)
+    torch.testing.assert_close(logits, model(x).expand(3, -1, -1))
+
+
+def test_noisy_logits_average_to_the_monte_carlo_mean(small):
+    model, x, _ = small
+    # an independent reference: monte_carlo draws the same kind of noise with its own loop (other seed)
+    model64 = build("demo-cnn").double().eval()
+    model64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    with torch.no_grad():
+        sampled = noisy_logits(model64, x.double(), 0.7, draws=4000, generator=torch.Generator().manual_seed(1))
+    reference = monte_carlo(model64, x.double(), 0.7, samples=4000, seed=2)
+    difference_std = (2 * reference.var / 4000).sqrt()  # two independent means of 4,000 draws
+    assert ((sampled.mean(0) - reference.mean).abs() < 6 * difference_std + 1e-9).all()
+
+
+def test_wilson_interval_matches_scipy():
+    for successes, trials in [(0, 10), (3, 10), (97, 100), (500, 1000)]:
+        low, high = wilson_interval(torch.tensor(successes), trials)
+        reference = stats.binomtest(successes, trials).proportion_ci(0.95, method="wilson")
+        assert float(low) == pytest.approx(reference.low, abs=1e-9)
+        assert float(high) == pytest.approx(reference.high, abs=1e-9)
+
+
+def test_without_noise_the_vote_is_unanimous(small):
+    model, x, _ = small
+    prediction = randomized_predict(model, x, 0.0, samples=16, seed=0)
+    assert torch.equal(prediction.labels, model(x).argmax(1))
+    assert (prediction.counts.max(1).values == 16).all()
+    assert not prediction.undecided().any()
+
+
+def test_the_vote_is_seeded_and_its_interval_shrinks_with_samples(small):
+    model, x, _ = small
+    first = randomized_predict(model, x, 1.0, samples=64, seed=3)
+    again = randomized_predict(model, x, 1.0, samples=64, seed=3)
+    assert torch.equal(first.counts, again.counts)
+    widths = []
+    for samples in (16, 256, 4096):
+        low, high = randomized_predict(model, x, 1.0, samples=samples, seed=0).top_interval()
+        widths.append(float((high - low).mean()))
+    assert widths[0] > widths[1] > widths[2]
+    assert widths[2] < widths[0] / 8  # about 1/sqrt(samples): 16x the samples, a quarter of the width twice over
+
+
+def test_mean_softmax_vote_and_chunking_agree_with_one_big_batch(small, monkeypatch):
+    model, x, _ = small
+    whole = randomized_predict(model, x, 0.5, samples=32, vote="mean_softmax", seed=5)
+    import noiselab.defenses as defenses
+
+    monkeypatch.setattr(defenses, "MC_CHUNK_ELEMENTS", 1)  # one draw per chunk: the same generator stream
+    chunked = randomized_predict(model, x, 0.5, samples=32, vote="mean_softmax", seed=5)
+    assert torch.equal(whole.counts, chunked.counts)
+    torch.testing.assert_close(whole.scores, chunked.scores)
+    assert torch.allclose(whole.scores.sum(1), torch.ones(6, dtype=torch.float64))
+
+
+def test_randomized_accuracy_reports_an_interval(small):
+    model, x, y = small
+    estimate = randomized_accuracy(model, x, y, 0.5, samples=32, seed=0)
+    assert estimate.n == 6 and estimate.samples == 32
+    assert 0 <= estimate.low <= estimate.accuracy <= estimate.high <= 1
+    assert 0 <= estimate.undecided <= 1
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x, y: randomized_predict(m, x, 0.5, samples=0), "samples must be an integer >= 1"),
+    (lambda m, x, y: randomized_predict(m, x, -0.1), "sigma must be a finite number >= 0"),
+    (lambda m, x, y: randomized_predict(m, x, float("nan")), "sigma must be a finite number >= 0"),
+    (lambda m, x, y: randomized_predict(m, x, 0.5, vote="mode"), "vote must be one of"),
+    (lambda m, x, y: randomized_predict(m, x[0], 0.5), "add a batch dimension"),
+    (lambda m, x, y: randomized_accuracy(m, x, y[:2], 0.5), "y must be a tensor of 6 class indices"),
+    (lambda m, x, y: closed_form_fgsm(m, x, y, eps=0.1, sigma=-1.0), "sigma must be a finite number >= 0"),
+    (lambda m, x, y: closed_form_fgsm(m, x, y, eps=1.5, sigma=0.5), "eps must be a number in [0, 1]"),
+    (lambda m, x, y: closed_form_fgsm(m, x, y, eps=0.1, sigma=0.5, loss="hinge"), "loss must be one of"),
+    (lambda m, x, y: eot_pgd(m, x, y, eps=0.1, sigma=0.5, draws=0), "draws must be an integer >= 1"),
+])
+def test_bad_input_gets_a_clear_error(small, call, message):
+    model, x, y = small
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
+        call(model, x, y)
+
+
+@pytest.mark.parametrize("name", sorted(RANDOMIZED_ATTACKS))
+def test_every_randomized_attack_stays_in_the_ball(small, name):
+    model, x, y = small
+    x_adv = RANDOMIZED_ATTACKS[name](model, x, y, eps=0.1, sigma=0.5, generator=torch.Generator().manual_seed(0))
+    assert x_adv.shape == x.shape
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert not x_adv.requires_grad
+    zero = RANDOMIZED_ATTACKS[name](model, x, y, eps=0.0, sigma=0.5)
+    assert torch.equal(zero, x)
+
+
+def test_closed_form_fgsm_steps_along_the_sign_of_the_closed_form_gradient(small):
+    model, x, y = small
+    x = x * 0.8 + 0.1  # inside (0, 1), so the step is not clipped
+    x_grad = x.clone().requires_grad_(True)
+    output = propagate(model, x_grad, 0.6)
+    stochastic_loss(output.mean, output.var, y, reduction="sum").backward()
+    expected = (x + 0.05 * x_grad.grad.sign()).clamp(0, 1)
+    torch.testing.assert_close(closed_form_fgsm(model, x, y, eps=0.05, sigma=0.6), expected)
+
+
+def test_closed_form_objectives_raise_the_loss_they_ascend(small):
+    model, x, y = small
+    for loss, objective in CLOSED_FORM_LOSSES.items():
+        x_adv = closed_form_fgsm(model, x, y, eps=0.03, sigma=0.6, loss=loss)
+        before = propagate(model, x, 0.6)
+        after = propagate(model, x_adv, 0.6)
+        assert objective(after.mean, after.var, y).sum() > objective(before.mean, before.var, y).sum(), loss
+
+
+def test_closed_form_prediction_moves_with_sigma_only_under_the_moment_rules(small):
+    model, x, _ = small
+    expectation = model(x).argmax(1)
+    assert torch.equal(closed_form_predict(model, x, 2.0, relu="paper", pool="paper"), expectation)
+    means = [propagate(model, x, s, relu="moment", pool="clark").mean for s in (0.0, 2.0)]
+    assert not torch.allclose(means[0], means[1])
+
+
+def test_attack_costs_count_passes():
+    assert attack_passes("naive_fgsm", {}) == 2
+    assert attack_passes("eot_fgsm", {"draws": 8}) == 16
+    assert attack_passes("eot_pgd", {"draws": 4, "steps": 10}) == 80
+    assert attack_passes("closed_form_fgsm", {}) == 4
+    assert attack_passes("closed_form_pgd", {"steps": 10}) == 40
