@@ -49,3 +49,32 @@ def adaptive_chart(table: pd.DataFrame, cost_eps: float) -> alt.VConcatChart:
     ).properties(width=420, height=240, title="strength against cost (lower left is a cheaper, stronger attack)")
     return alt.vconcat(curves, cost).properties(
         title="Randomized defense (noise kept at inference) under the closed-form attack, EOT and the naive attack")
+
+
+def adaptive_panel_chart(table: pd.DataFrame, eps: float, eps_max: float) -> alt.HConcatChart:
+    """The lab's Fig. 7 panel for one defended model: accuracy against eps per attack (a rule at the parameter
+    `eps`), beside each attack's accuracy at that eps against its cost. Moving the `eps` parameter (JupyterChart
+    params) moves the rule and refilters the right-hand points in the browser, with no new data."""
+    columns = ["attack", "eps", "accuracy", "low", "high", "seconds_per_example", "passes_per_example"]
+    lines = _with_clean_start(table.assign(model="m"))[columns] if len(table) else pd.DataFrame(columns=columns)
+    lines = lines.astype({"eps": float, "accuracy": float, "low": float, "high": float})
+    selected = alt.param(name="eps", value=float(eps))
+    x = alt.X("eps:Q", title="ε (L∞ attack budget)", scale=alt.Scale(domain=[0, eps_max]))
+    base = alt.Chart(lines).encode(x=x, color=alt.Color("attack:N", title="attack"))
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("accuracy:Q", title="accuracy of the randomized defense", scale=alt.Scale(domain=[0, 1])),
+        tooltip=["attack:N", "eps:Q", alt.Tooltip("accuracy:Q", format=".3f"), alt.Tooltip("low:Q", format=".3f"),
+                 alt.Tooltip("high:Q", format=".3f")])
+    band = base.mark_area(opacity=0.12).encode(y="low:Q", y2="high:Q")
+    rule = alt.Chart(pd.DataFrame({"zero": [0]})).mark_rule(color="#888", strokeDash=[4, 3]).encode(
+        x=alt.datum(selected, type="quantitative"))
+    curves = (band + line + rule).properties(width=330, height=250)
+    cost = alt.Chart(lines[lines["attack"] != "clean"] if len(lines) else lines).transform_filter(
+        "abs(datum.eps - eps) < 1e-6").mark_point(filled=True, size=90).encode(
+        x=alt.X("seconds_per_example:Q", title="seconds per example (this machine)", scale=alt.Scale(type="log")),
+        y=alt.Y("accuracy:Q", title="accuracy at the chosen ε", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("attack:N"),
+        tooltip=["attack:N", "passes_per_example:Q", alt.Tooltip("seconds_per_example:Q", format=".2e"),
+                 alt.Tooltip("accuracy:Q", format=".3f")],
+    ).properties(width=250, height=250, title="strength against cost at the chosen ε")
+    return alt.hconcat(curves, cost).add_params(selected)  # top level: JupyterChart sees it as params.eps

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from torch import Tensor
 
 from .. import data as data_module
 from ..attacks import ATTACKS, RANDOMIZED_ATTACKS
@@ -136,8 +137,8 @@ def fig7(out: Path, quick: bool = False, data_root: str | None = None, device: s
                 continue
             if stop is not None and stop.is_set():
                 break
-            row = _measure(model, x_all, y_all, config.sigma if defended else None, attack_label, name, options,
-                           eps, preset_, seed=config.seed)
+            row = measure_attack(model, x_all, y_all, config.sigma if defended else None, attack_label, name,
+                                 options, eps, preset_.samples, preset_.batch_size, seed=config.seed)
             row.update({"model": label, "train_method": config.method, "sigma": config.sigma if defended else 0.0,
                         "expectation_accuracy": trained.history[-1]["test_accuracy"] if trained.history else None})
             results["rows"].append(row)
@@ -160,17 +161,27 @@ def _cost_eps(eps: list[float]) -> float:
     return positive[len(positive) // 2] if positive else 0.0
 
 
-def _measure(model, x, y, sigma, attack_label: str, name: str, options: dict, eps: float,
-             preset_: AdaptivePreset, seed: int) -> dict:
-    attack = RANDOMIZED_ATTACKS[name] if sigma is not None else ATTACKS[name]
+def measure_attack(model, x: Tensor, y: Tensor, sigma: float | None, attack_label: str, name: str, options: dict,
+                   eps: float, samples: int = 256, batch_size: int = 250, seed: int = 0) -> dict:
+    """Attack (x, y) with one attack at one eps and score it: one row of Fig. 7.
+
+    sigma=None: the undefended network, attacked by ATTACKS[name] and scored by its deterministic prediction;
+    else the randomized defense at sigma, attacked by RANDOMIZED_ATTACKS[name] and scored by a vote over
+    `samples` noisy passes. The row carries the accuracy, its Wilson interval, the undecided fraction, and the
+    attack's cost per example (network passes, and seconds on x's device)."""
+    registry = RANDOMIZED_ATTACKS if sigma is not None else ATTACKS
+    if name not in registry:
+        raise ValueError(f"unknown attack {name!r}; choose one of {tuple(registry)}")
+    attack = registry[name]
+    takes_generator = "generator" in inspect.signature(attack).parameters
     adversarial = []
     if x.is_cuda:
         torch.cuda.synchronize()
     started = time.perf_counter()
-    for start in range(0, x.shape[0], preset_.batch_size):
-        chunk = slice(start, start + preset_.batch_size)
+    for start in range(0, x.shape[0], batch_size):
+        chunk = slice(start, start + batch_size)
         kwargs = dict(options)
-        if "generator" in inspect.signature(attack).parameters:
+        if takes_generator:
             kwargs["generator"] = torch.Generator(device=x.device).manual_seed(seed + start)
         if sigma is not None:
             kwargs["sigma"] = sigma
@@ -181,14 +192,14 @@ def _measure(model, x, y, sigma, attack_label: str, name: str, options: dict, ep
     x_adv = torch.cat(adversarial)
     n = x.shape[0]
     if sigma is not None:
-        estimate = randomized_accuracy(model, x_adv, y, sigma, samples=preset_.samples, seed=seed + 1)
+        estimate = randomized_accuracy(model, x_adv, y, sigma, samples=samples, seed=seed + 1)
         accuracy, low, high, undecided = estimate.accuracy, estimate.low, estimate.high, estimate.undecided
     else:
         hits = (predict(model, x_adv) == y).sum()
         low_t, high_t = wilson_interval(hits, n)
         accuracy, low, high, undecided = float(hits) / n, float(low_t), float(high_t), 0.0
     return {"attack": attack_label, "attack_name": name, "options": options, "eps": eps, "accuracy": accuracy,
-            "low": low, "high": high, "undecided": undecided, "n": n, "samples": preset_.samples if sigma else 1,
+            "low": low, "high": high, "undecided": undecided, "n": n, "samples": samples if sigma is not None else 1,
             "passes_per_example": attack_passes(name, options) if eps > 0 else 0.0,
             "seconds_per_example": seconds / n}
 
