@@ -160,3 +160,45 @@ def test_attack_costs_count_passes():
     assert attack_passes("eot_pgd", {"draws": 4, "steps": 10}) == 80
     assert attack_passes("closed_form_fgsm", {}) == 4
     assert attack_passes("closed_form_pgd", {"steps": 10}) == 40
+
+
+def test_fig7_writes_rows_answers_and_a_chart_and_resumes(tmp_path, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    from noiselab.experiments import adaptive
+    from noiselab.experiments.reproduce import reproduce
+    from noiselab.train import TrainConfig
+
+    def tiny(quick, data_root, device):  # the quick preset's shape, small enough for a unit test
+        base = TrainConfig(dataset="mnist-embedded", model="demo-cnn", train_limit=300, epochs=1, device="cpu")
+        attacks = [["naive FGSM", "naive_fgsm", {}], ["closed-form FGSM", "closed_form_fgsm", {}],
+                   ["EOT-PGD k=2", "eot_pgd", {"draws": 2, "steps": 2}]]
+        return adaptive.AdaptivePreset(base, [0.6], ["sampled"], [0.0, 0.2], 30, 8, attacks, [["FGSM", "fgsm", {}]])
+
+    monkeypatch.setattr(adaptive, "preset", tiny)
+    messages = []
+    output = reproduce("fig7", tmp_path, quick=True, device="cpu", progress=messages.append)
+    folder = tmp_path / "fig7"
+    for name in ("results.json", "fig7.csv", "summary.json", "fig7.html", "fig7.png"):
+        assert (folder / name).stat().st_size > 0, name
+    table = pd.read_csv(folder / "fig7.csv")
+    assert set(table["model"]) == {"vanilla", "sampled σ=0.6"}
+    defended = table[table["model"] == "sampled σ=0.6"]
+    assert list(defended["attack"]) == ["clean", "naive FGSM", "closed-form FGSM", "EOT-PGD k=2"]
+    assert (defended["samples"] == 8).all() and (defended["n"] == 30).all()
+    assert (defended[defended.eps > 0]["seconds_per_example"] > 0).all()
+    answers = json.loads((folder / "summary.json").read_text())
+    row = answers["closed_form_vs_eot"][0]
+    assert row["strongest_eot"] == "EOT-PGD k=2" and row["eps"] == 0.2
+    assert row["cost_ratio_seconds"] > 0
+    assert answers["randomized_vs_undefended_fgsm"][0]["undefended_under_fgsm"] == pytest.approx(
+        table[(table.model == "vanilla") & (table.attack == "FGSM")]["accuracy"].item())
+    assert not output["summary"].empty
+    assert "cdn.jsdelivr" not in (folder / "fig7.html").read_text()
+
+    messages.clear()
+    again = reproduce("fig7", tmp_path, quick=True, device="cpu", progress=messages.append)
+    assert len(again["results"]["rows"]) == len(table)  # nothing measured twice
+    assert not any("accuracy" in m for m in messages)
