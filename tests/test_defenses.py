@@ -42,9 +42,9 @@ def test_noisy_logits_average_to_the_monte_carlo_mean(small):
     model64 = build("demo-cnn").double().eval()
     model64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
     with torch.no_grad():
-        sampled = noisy_logits(model64, x.double(), 0.7, draws=4000, generator=torch.Generator().manual_seed(1))
-    reference = monte_carlo(model64, x.double(), 0.7, samples=4000, seed=2)
-    difference_std = (2 * reference.var / 4000).sqrt()  # two independent means of 4,000 draws
+        sampled = noisy_logits(model64, x[:3].double(), 0.7, draws=1000, generator=torch.Generator().manual_seed(1))
+    reference = monte_carlo(model64, x[:3].double(), 0.7, samples=1000, seed=2)
+    difference_std = (2 * reference.var / 1000).sqrt()  # two independent means of 1,000 draws
     assert ((sampled.mean(0) - reference.mean).abs() < 6 * difference_std + 1e-9).all()
 
 
