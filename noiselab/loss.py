@@ -72,6 +72,20 @@ def _terms(mean: Tensor, var: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     return mse, prob
 
 
+def win_probabilities(mean: Tensor, var: Tensor) -> Tensor:
+    """P(Y_k > Y_i) for every pair of classes of an output Y ~ N(mean, diag(var)): a (B, n, n) tensor, row k, column i.
+
+    P(Y_k > Y_i) = Phi((mean_k - mean_i) / sqrt(var_k + var_i)) for independent Gaussian outputs; the diagonal is
+    0 (a class never strictly beats itself), as in the loss, whose probability term for true class k is
+    win_probabilities(mean, var)[b, k].sum() / (n - 1). mean, var: (B, n).
+    """
+    _check_moments(mean, var)
+    difference = mean.unsqueeze(2) - mean.unsqueeze(1)  # (B, n, n): mean_k - mean_i
+    spread = (var.unsqueeze(2) + var.unsqueeze(1)).clamp_min(VAR_FLOOR).sqrt()
+    off_diagonal = 1.0 - torch.eye(mean.shape[1], dtype=mean.dtype, device=mean.device)
+    return normal_cdf(difference / spread) * off_diagonal
+
+
 def stochastic_loss(mean: Tensor, var: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """The paper's stochastic loss of the output Gaussian N(mean, diag(var)) for class indices `target`.
 

@@ -3,6 +3,12 @@
 Every panel shows its Altair charts through `jupyter_chart(chart)`, which switches JupyterChart to offline mode
 once (Vega's JavaScript bundled by vl-convert instead of fetched from a CDN, so the lab works without internet)
 and wraps the chart. `set_params(jchart, {...})` assigns several parameters with one message to the browser.
+
+Parameters set from Python survive the chart being (re-)drawn. JupyterChart's JavaScript, each time it draws a
+view (the first display, a second display of the same chart, a reload), reads the parameters' values from the
+spec and sends them to the kernel, overwriting what Python has set since the chart was built: a panel that sets
+its data (or the app that sets σ from a link) before it is displayed would show the chart's initial data. The
+JupyterChart made here remembers the values Python set last and sends them back when the browser reports others.
 """
 
 from __future__ import annotations
@@ -24,11 +30,37 @@ def enable_offline() -> None:
             _offline = True
 
 
+class LiveJupyterChart(alt.JupyterChart):
+    """An alt.JupyterChart whose parameter values set from Python win over those a newly drawn view reports."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Registered after JupyterChart's own _params observer (which copies _params into .params), so it runs
+        # after it and has the last word.
+        self._python_params: dict = dict(self._params)
+        self.observe(self._keep_python_params, names="_params")
+
+    def _keep_python_params(self, change: dict) -> None:
+        if "_params" not in self._property_lock:  # set in the kernel (a panel's update, a new chart): remember it
+            self._python_params = dict(change["new"])
+            return
+        # From the browser: a new view's initial values, or an echo of ours. Put back what differs from ours.
+        stale = {name: value for name, value in self._python_params.items()
+                 if name in change["new"] and change["new"][name] != value}
+        if stale:
+            with self.hold_sync():
+                for name, value in stale.items():
+                    setattr(self.params, name, value)
+
+
 def jupyter_chart(chart: alt.TopLevelMixin, **kwargs) -> alt.JupyterChart:
-    """A JupyterChart of `chart` that works offline; kwargs go to alt.JupyterChart (e.g. embed_options)."""
+    """A LiveJupyterChart of `chart` that works offline; kwargs go to alt.JupyterChart (e.g. embed_options)."""
     enable_offline()
-    kwargs.setdefault("embed_options", {"actions": False})  # no "open in the online editor" menu in the lab
-    return alt.JupyterChart(chart, **kwargs)
+    # No "open in the online editor" menu in the lab. Canvas, not SVG: in one page, SVG views share one id space
+    # for their gradients, and a second chart's colour legend showed the first chart's gradient (seen in Chromium
+    # with the propagation and loss-surface panels side by side); canvas also draws thousands of cells faster.
+    kwargs.setdefault("embed_options", {"actions": False, "renderer": "canvas"})
+    return LiveJupyterChart(chart, **kwargs)
 
 
 def set_params(jchart: alt.JupyterChart, values: dict) -> None:
