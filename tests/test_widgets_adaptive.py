@@ -92,3 +92,14 @@ def test_a_second_run_is_refused_and_stop_stops(panel, monkeypatch):
     assert "stopped" in panel.status.value
     assert panel.progress.value < panel.progress.max
     assert not panel.run_button.disabled
+
+
+def test_a_retrain_under_the_same_name_drops_the_old_results(panel):
+    panel.examples.value, panel.steps.value = 10, 1
+    panel.run_button.click()
+    assert panel.wait(240)
+    assert not panel.table.empty
+    revision = panel.models.revision
+    panel.models.add(LabModel("noise σ=0.5", build("demo-cnn").eval(), {"method": "noise"}, sigma=0.5))
+    assert panel.models.revision == revision + 1 and len(panel.models) == 2
+    assert panel.table.empty  # the cached table belonged to the network that was replaced

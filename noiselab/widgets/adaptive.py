@@ -94,6 +94,7 @@ class AdaptivePanel:
         self.model.observe(self._on_model, names="value")
         self.sigma.observe(self._on_settings, names="value")
         models.observe(self._on_models, names="names")
+        models.observe(self._on_settings, names="revision")  # a retrain: its old results no longer apply
         self.widget = widgets.VBox([
             widgets.HTML("<h3 style='margin:4px 0'>Adaptive attacks on a randomized defense</h3>"
                          "<p style='margin:2px 0;color:#555'>The network keeps its first-layer noise at inference "
@@ -114,8 +115,10 @@ class AdaptivePanel:
         return noise[0] if noise else (names[0] if names else None)
 
     def _settings(self) -> tuple:
-        return (self.model.value, float(self.sigma.value), int(self.samples.value), int(self.examples.value),
-                int(self.draws.value), int(self.steps.value))
+        # id() of the network: a retrain stored under the same name is a different network, not a cache hit
+        network = id(self.models.get(self.model.value).model) if self.model.value in self.models else None
+        return (self.model.value, network, float(self.sigma.value), int(self.samples.value),
+                int(self.examples.value), int(self.draws.value), int(self.steps.value))
 
     def _on_models(self, change) -> None:
         current = self.model.value
@@ -194,7 +197,7 @@ class AdaptivePanel:
                 self.message.value = _html("Attacks are already running: wait for them or press Stop.", _ERROR)
                 return
             settings = self._settings()
-            name, sigma = settings[0], settings[1]
+            name, sigma = settings[0], settings[2]
             if name is None or name not in self.models:
                 self.message.value = _html("No network to defend: train one or load the starter models.", _ERROR)
                 return
@@ -213,7 +216,7 @@ class AdaptivePanel:
             self._worker.start()
 
     def _run(self, model, settings: tuple, stop: threading.Event) -> None:
-        _, sigma, samples, examples, draws, steps = settings
+        _, _, sigma, samples, examples, draws, steps = settings
         x, y = self.data.tensors("test", limit=examples)
         jobs = [("clean", "naive_fgsm", {}, 0.0)] + [
             (label, name, options, eps) for label, name, options in attack_set(steps, draws)

@@ -112,6 +112,7 @@ class AttackPanel:
         self.run_button.on_click(self._on_run)
         self.stop_button.on_click(self._on_stop)
         models.observe(self._on_models, names="names")
+        models.observe(self._redraw, names="revision")  # a retrain under the same name shows as not yet attacked
         self.selection.observe(self._redraw, names="value")
         for control in (self.attack, self.steps, self.examples):
             control.observe(self._redraw, names="value")

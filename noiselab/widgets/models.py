@@ -5,7 +5,8 @@
     >>> models.observe(lambda change: print(change.new), names="names")   # panels refresh their dropdowns
 
 `names` is a traitlets List, so panels observe it (or link a Dropdown's options to it) and see every addition.
-Adding a model under an existing name replaces it (a retrain).
+Adding a model under an existing name replaces it (a retrain): `names` stays the same then, so `revision`, which
+counts every add, is what a panel observes to notice a retrain.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class LabModel:
 
 class ModelList(traitlets.HasTraits):
     names = traitlets.List(traitlets.Unicode())
+    revision = traitlets.Int(0)  # +1 on every add, a replacement included
 
     def __init__(self, models: list[LabModel] | None = None) -> None:
         super().__init__()
@@ -45,6 +47,7 @@ class ModelList(traitlets.HasTraits):
             self._models[model.name] = model
             names = list(self._models)
         self.names = names
+        self.revision += 1
 
     def get(self, name: str) -> LabModel:
         try:
