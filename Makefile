@@ -1,5 +1,5 @@
 # The two commands of the README. Each makes its own virtual environment (.venv) and installs what it needs.
-#   make demo   set up, then run the main job
+#   make demo   set up, then serve the interactive lab (Voilà) on http://localhost:8866/ (PORT=... to change)
 #   make test   set up (the browser for the UI tests too), then run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	touch $(STAMP)
 
+PORT ?= 8866
+
 demo: $(STAMP)
-	$(BIN)/noiselab demo
+	$(BIN)/noiselab-app --port $(PORT)
 
 # Debian's chromium, driven by Playwright in the browser tests (Playwright's own browser download
 # cannot work offline). Installing it needs root, as on CI and Binder-like machines.
@@ -26,7 +28,7 @@ browser:
 	  else echo "chromium is missing: install Debian's package 'chromium' (apt-get install chromium) as root"; exit 1; fi; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check noiselab tests
+	$(BIN)/ruff check noiselab tests bench
 
 test: $(STAMP) browser lint
 	$(BIN)/python -m pytest -q

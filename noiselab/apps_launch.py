@@ -1,0 +1,130 @@
+"""Serve the lab (apps/noiselab.ipynb) with Voilà, with the deployment settings of apps/voila.json.
+
+    noiselab-app [--port 8866] [--no-browser] [--host localhost] [--pool-size 0]
+    python -m noiselab.apps_launch --port 8866 --no-browser
+
+Voilà runs in apps/ so that it reads apps/voila.json: sources stripped and tracebacks hidden (Voilà's defaults,
+kept), no template or theme switching from the URL, and idle kernels of visitors who left culled after 2 minutes
+(checked every minute). `--pool-size N` keeps N kernels preheated (the lab loaded before a visitor arrives; each
+costs a kernel's memory while it waits). The URL is printed once the server answers.
+
+The notebook is found beside the package in a source checkout (`pip install -e .`, as the README does) or in
+the current directory's apps/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+APP_NAME = "noiselab.ipynb"
+DEFAULT_PORT = 8866
+
+
+def app_dir() -> Path:
+    """The apps/ folder holding noiselab.ipynb and voila.json."""
+    candidates = [Path(__file__).resolve().parents[1] / "apps", Path.cwd() / "apps"]
+    for folder in candidates:
+        if (folder / APP_NAME).is_file():
+            return folder
+    raise FileNotFoundError(f"{APP_NAME} not found in {' or '.join(str(c) for c in candidates)}: the lab is served "
+                            "from a source checkout (git clone, then pip install -e .)")
+
+
+def voila_command(port: int, host: str = "localhost", open_browser: bool = False, pool_size: int = 0,
+                  extra: list[str] | tuple = ()) -> list[str]:
+    """The Voilà command line serving the lab; run it with cwd=app_dir() so that apps/voila.json applies."""
+    command = [sys.executable, "-m", "voila", str(app_dir() / APP_NAME), f"--port={port}", f"--Voila.ip={host}"]
+    if not open_browser:
+        command.append("--no-browser")
+    if pool_size > 0:
+        command += ["--preheat_kernel=True", f"--pool_size={pool_size}"]
+    return command + list(extra)
+
+
+def port_is_free(port: int, host: str = "localhost") -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "localhost") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_serving(host: str, port: int, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Return once the server accepts connections; raise if it exits first or `timeout` seconds pass.
+
+    A TCP connection, not a page request: requesting the page would start a kernel nobody looks at."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Voilà exited with code {process.returncode} before serving on port {port}")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"Voilà did not answer on {host}:{port} within {timeout:.0f} s")
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is within [1, 65535], got {port}")
+    return port
+
+
+def _pool_size(text: str) -> int:
+    size = int(text)
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"the pool size is >= 0, got {size}")
+    return size
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="noiselab-app", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    parser.add_argument("--host", default="localhost", help="address to listen on (0.0.0.0 for every interface)")
+    parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    parser.add_argument("--pool-size", type=_pool_size, default=0, help="kernels kept preheated (default 0)")
+    args = parser.parse_args(argv)
+
+    if not port_is_free(args.port, args.host):
+        parser.error(f"port {args.port} is in use (another lab?): pass --port with a free one")
+    folder = app_dir()
+    command = voila_command(args.port, args.host, open_browser=not args.no_browser, pool_size=args.pool_size)
+    url = f"http://{args.host}:{args.port}/"
+    print(f"starting Voilà on {folder / APP_NAME} with {folder / 'voila.json'} ...", flush=True)
+    process = subprocess.Popen(command, cwd=folder)
+    try:
+        wait_until_serving(args.host, args.port, process)
+        print(f"\n    noiselab lab: {url}\n    (Ctrl-C stops the server)\n", flush=True)
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        try:
+            return process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+    except (RuntimeError, TimeoutError) as error:
+        print(f"noiselab-app: {error}", file=sys.stderr)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=10)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
