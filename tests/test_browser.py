@@ -285,3 +285,27 @@ def test_link_opens_the_attack_panel_at_that_eps_and_the_attack_draws_a_curve(br
     page.goto("about:blank")
     page.context.close()
 
+
+
+def test_closing_the_page_mid_training_leaves_the_server_serving(browser, voila):
+    page = open_lab(browser, voila, query="?panel=training", panel="training")
+    panel = page.locator(".noiselab-page-training")
+    field = panel.get_by_label("epochs")
+    field.fill("20")
+    field.press("Enter")
+    panel.get_by_role("button", name="Train").click()
+    panel.get_by_role("button", name="Stop").wait_for(state="visible", timeout=30_000)
+    page.wait_for_timeout(1000)
+    page.context.close()  # the visitor leaves while the worker thread trains
+
+    # the next visitor gets a working lab from the same server, and can train
+    page = open_lab(browser, voila, query="?panel=training", panel="training")
+    panel = page.locator(".noiselab-page-training")
+    for label, value in (("train limit", "128"), ("epochs", "1")):
+        field = panel.get_by_label(label)
+        field.fill(value)
+        field.press("Enter")
+    panel.get_by_role("button", name="Train").click()
+    panel.locator(".widget-html", has_text="test accuracy").wait_for(state="visible", timeout=120_000)
+    assert voila.process.poll() is None
+    page.context.close()
