@@ -15,6 +15,7 @@ the current directory's apps/.
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import subprocess
 import sys
@@ -92,6 +93,10 @@ def _pool_size(text: str) -> int:
     return size
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="noiselab-app", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
@@ -107,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://{args.host}:{args.port}/"
     print(f"starting Voilà on {folder / APP_NAME} with {folder / 'voila.json'} ...", flush=True)
     process = subprocess.Popen(command, cwd=folder)
+    # Ctrl-C, and a SIGTERM from a process manager, stop Voilà (which shuts its kernels down) rather than orphan it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         wait_until_serving(args.host, args.port, process)
         print(f"\n    noiselab lab: {url}\n    (Ctrl-C stops the server)\n", flush=True)
