@@ -25,14 +25,12 @@ from .. import data as data_module
 from ..charts.adaptive import adaptive_panel_chart
 from ..experiments.adaptive import measure_attack
 from ._charts import jupyter_chart
+from ._ui import ERROR, NOTE, OK, html_text
 from .models import ModelList
 
 EPS_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 SIGMA_MAX = 3.0
 
-_ERROR = "color:#a61b1b"
-_NOTE = "color:#555"
-_OK = "color:#1a7f37"
 
 
 def attack_set(steps: int, draws: int) -> list[tuple[str, str, dict]]:
@@ -47,9 +45,6 @@ def attack_set(steps: int, draws: int) -> list[tuple[str, str, dict]]:
         (f"closed-form PGD, {steps} steps", "closed_form_pgd", {"steps": steps, "loss": "probability"}),
     ]
 
-
-def _html(text: str, style: str) -> str:
-    return f"<span style='{style}'>{html.escape(text, quote=False)}</span>"
 
 
 class AdaptivePanel:
@@ -83,7 +78,7 @@ class AdaptivePanel:
         self.run_button = widgets.Button(description="Run attacks", button_style="primary", icon="play")
         self.stop_button = widgets.Button(description="Stop", button_style="warning", icon="stop", disabled=True)
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="progress")
-        self.status = widgets.HTML(_html("pick a network and σ, then press Run attacks", _NOTE))
+        self.status = widgets.HTML(html_text("pick a network and σ, then press Run attacks", NOTE))
         self.message = widgets.HTML("")
         self.costs = widgets.HTML("")
         self.chart = jupyter_chart(adaptive_panel_chart(pd.DataFrame(), self.eps.value, EPS_GRID[-1]))
@@ -136,8 +131,8 @@ class AdaptivePanel:
     def _on_settings(self, change=None) -> None:
         sigma = self.sigma.value
         if not (0 < sigma <= SIGMA_MAX):
-            self.message.value = _html(f"σ must lie in (0, {SIGMA_MAX:g}]: a randomized defense needs noise "
-                                       f"(got {sigma:g})", _ERROR)
+            self.message.value = html_text(f"σ must lie in (0, {SIGMA_MAX:g}]: a randomized defense needs noise "
+                                           f"(got {sigma:g})", ERROR)
         else:
             self.message.value = ""
         self._show(self._cache.get(self._settings()))
@@ -189,24 +184,24 @@ class AdaptivePanel:
     def _on_stop(self, button=None) -> None:
         if self.running:
             self._stop.set()
-            self.status.value = _html("stopping after this measurement…", _NOTE)
+            self.status.value = html_text("stopping after this measurement…", NOTE)
 
     def _on_run(self, button=None) -> None:
         with self._lock:
             if self.running:
-                self.message.value = _html("Attacks are already running: wait for them or press Stop.", _ERROR)
+                self.message.value = html_text("Attacks are already running: wait for them or press Stop.", ERROR)
                 return
             settings = self._settings()
             name, sigma = settings[0], settings[2]
             if name is None or name not in self.models:
-                self.message.value = _html("No network to defend: train one or load the starter models.", _ERROR)
+                self.message.value = html_text("No network to defend: train one or load the starter models.", ERROR)
                 return
             if not (0 < sigma <= SIGMA_MAX):
-                self.message.value = _html(f"σ must lie in (0, {SIGMA_MAX:g}] for a randomized defense.", _ERROR)
+                self.message.value = html_text(f"σ must lie in (0, {SIGMA_MAX:g}] for a randomized defense.", ERROR)
                 return
             entry = self.models.get(name)
             if tuple(getattr(entry.model, "input_shape", self.data.input_shape)) != tuple(self.data.input_shape):
-                self.message.value = _html(f"{name} does not take {self.data.name} images.", _ERROR)
+                self.message.value = html_text(f"{name} does not take {self.data.name} images.", ERROR)
                 return
             self.message.value = ""
             self._stop = threading.Event()
@@ -228,13 +223,13 @@ class AdaptivePanel:
             for label, name, options, eps in jobs:
                 if stop.is_set():
                     break
-                self.status.value = _html(f"{label} at ε = {eps:g}…", _NOTE)
+                self.status.value = html_text(f"{label} at ε = {eps:g}…", NOTE)
                 rows.append(measure_attack(model, x, y, sigma, label, name, options, eps, samples=samples))
                 self.progress.value += 1
                 if len(rows) % len(EPS_GRID[1:]) == 1:  # redraw as each attack's curve starts to fill in
                     self._show(pd.DataFrame(rows))
         except Exception as error:  # shown in the panel; the kernel and the panel stay usable
-            self.message.value = _html(f"Attacks failed: {type(error).__name__}: {error}", _ERROR)
+            self.message.value = html_text(f"Attacks failed: {type(error).__name__}: {error}", ERROR)
             self.progress.bar_style = "danger"
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
@@ -242,12 +237,12 @@ class AdaptivePanel:
         table = pd.DataFrame(rows)
         if stop.is_set() or self.progress.bar_style == "danger":
             self.progress.bar_style = self.progress.bar_style or "warning"
-            self.status.value = _html(f"stopped after {len(rows)} of {len(jobs)} measurements ({seconds:.1f} s); "
-                                      "partial results shown, not kept", _NOTE)
+            self.status.value = html_text(f"stopped after {len(rows)} of {len(jobs)} measurements ({seconds:.1f} s); "
+                                          "partial results shown, not kept", NOTE)
             self._show(table)
             return
         self._cache[settings] = table
         self.progress.bar_style = "success"
-        self.status.value = _html(f"done: {len(jobs)} measurements on {examples} examples, {samples} votes each, "
-                                  f"in {seconds:.1f} s", _OK)
+        self.status.value = html_text(f"done: {len(jobs)} measurements on {examples} examples, {samples} votes each, "
+                                      f"in {seconds:.1f} s", OK)
         self._show(table)

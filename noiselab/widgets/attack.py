@@ -31,6 +31,7 @@ from ..attacks import ATTACKS
 from ..charts.lab_attack import CURVE_COLUMNS, example_grid_png, robust_accuracy_chart
 from ..evaluate import Flag, GradientMaskingWarning, masking_checks, predict, robust_accuracy, worst_case
 from ._charts import jupyter_chart
+from ._ui import ERROR, NOTE, OK, html_text
 from .models import LabModel, ModelList
 
 # the ε grid per image channel count: [0, 1]-scaled MNIST budgets up to 0.4; CIFAR's in steps of 2/255
@@ -41,17 +42,11 @@ CHECK_EXAMPLES = 100               # the masking checks run PGD-80 with 4 restar
 DEBOUNCE_S = 0.3                   # the grid is recomputed once the slider has rested this long (its "release")
 
 _DATA_KIND = {"mnist-embedded": "mnist"}  # the embedded set is a subset of MNIST: its models fit both
-_ERROR = "color:#a61b1b"
-_NOTE = "color:#555"
-_OK = "color:#1a7f37"
 
 
 def _data_kind(name: str) -> str:
     return _DATA_KIND.get(name, name)
 
-
-def _html(text: str, style: str) -> str:
-    return f"<span style='{style}'>{html.escape(text, quote=False)}</span>"
 
 
 @dataclass
@@ -96,7 +91,7 @@ class AttackPanel:
         self.stop_button = widgets.Button(description="Stop", button_style="warning", icon="stop", disabled=True)
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="progress",
                                             layout=widgets.Layout(width="420px"))
-        self.status = widgets.HTML(_html("select models and press Run attacks", _NOTE))
+        self.status = widgets.HTML(html_text("select models and press Run attacks", NOTE))
         self.message = widgets.HTML("")
         step = self.grid[1] - self.grid[0]
         self.eps = widgets.FloatSlider(value=min(max(eps, 0.0), self.grid[-1]), min=0.0, max=self.grid[-1],
@@ -184,11 +179,11 @@ class AttackPanel:
         missing = [name for name in selected if self._cached(name) is None]
         if not self.running:
             if not selected:
-                self.status.value = _html("select one or more models to compare", _NOTE)
+                self.status.value = html_text("select one or more models to compare", NOTE)
             elif missing:
-                self.status.value = _html(f"{len(missing)} of {len(selected)} selected models not yet attacked with "
-                                          f"{self._attack_label()} on {self.examples.value} examples: press Run "
-                                          "attacks", _NOTE)
+                self.status.value = html_text(f"{len(missing)} of {len(selected)} selected models not yet attacked "
+                                              f"with {self._attack_label()} on {self.examples.value} examples: "
+                                              "press Run attacks", NOTE)
 
     def _show_flags(self, names) -> None:
         blocks = []
@@ -200,10 +195,10 @@ class AttackPanel:
             for flag in sweep.flags:
                 label = html.escape(flag.name.replace("_", " "))
                 if flag.flagged:
-                    lines.append(f"<div style='{_ERROR}'>⚠ <b>{label}</b>: {html.escape(flag.message)}</div>")
+                    lines.append(f"<div style='{ERROR}'>⚠ <b>{label}</b>: {html.escape(flag.message)}</div>")
                 else:
                     # a passed check is named after the symptom it looks for: say that it was not seen
-                    lines.append(f"<div style='{_OK}' title='{html.escape(flag.message, quote=True)}'>✔ {label}: "
+                    lines.append(f"<div style='{OK}' title='{html.escape(flag.message, quote=True)}'>✔ {label}: "
                                  "not seen</div>")
             warned = sum(flag.flagged for flag in sweep.flags)
             verdict = f"{warned} warning{'s' if warned != 1 else ''}" if warned else "all checks pass"
@@ -247,11 +242,11 @@ class AttackPanel:
     def _on_run(self, button=None) -> None:
         with self._run_lock:
             if self.running:
-                self.message.value = _html("Attacks are already running: wait for them or press Stop.", _ERROR)
+                self.message.value = html_text("Attacks are already running: wait for them or press Stop.", ERROR)
                 return
             selected = list(self.selection.value)
             if not selected:
-                self.message.value = _html("Select at least one model to attack.", _ERROR)
+                self.message.value = html_text("Select at least one model to attack.", ERROR)
                 return
             self.message.value = ""
             self._stop = threading.Event()
@@ -264,7 +259,7 @@ class AttackPanel:
     def _on_stop(self, button=None) -> None:
         if self.running:
             self._stop.set()
-            self.status.value = _html("stopping after this ε…", _NOTE)
+            self.status.value = html_text("stopping after this ε…", NOTE)
 
     def _reference(self, name: str) -> LabModel | None:
         """A vanilla model other than `name`, for the transfer check (None if the lab has none)."""
@@ -308,7 +303,7 @@ class AttackPanel:
             for entry, key, cached in todo:
                 if stop.is_set():
                     break
-                self.status.value = _html(f"attacking “{entry.name}” with {label}…", _NOTE)
+                self.status.value = html_text(f"attacking “{entry.name}” with {label}…", NOTE)
                 start = time.perf_counter()
                 table = cached.table if cached is not None else None
                 if table is None:
@@ -323,7 +318,7 @@ class AttackPanel:
                     table = pd.concat(tables, ignore_index=True)
                 flags, reference = None, None
                 if checks:
-                    self.status.value = _html(f"gradient-masking checks on “{entry.name}”…", _NOTE)
+                    self.status.value = html_text(f"gradient-masking checks on “{entry.name}”…", NOTE)
                     reference_entry = self._reference(entry.name)
                     reference = reference_entry.name if reference_entry is not None else None
                     with warnings.catch_warnings():  # the panel shows the flags; no duplicate warnings in the log
@@ -338,26 +333,26 @@ class AttackPanel:
                 done += 1
                 self._redraw()
         except Exception as error:  # shown in the panel; the kernel and the panel stay usable
-            self.message.value = _html(f"Attacks failed: {type(error).__name__}: {error}", _ERROR)
-            self.status.value = _html(f"failed after {done} of {len(todo)} models", _ERROR)
+            self.message.value = html_text(f"Attacks failed: {type(error).__name__}: {error}", ERROR)
+            self.status.value = html_text(f"failed after {done} of {len(todo)} models", ERROR)
             self.progress.bar_style = "danger"
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
         seconds = time.perf_counter() - started
         if skipped:
-            self.message.value = _html("Skipped: " + "; ".join(skipped), _ERROR)
+            self.message.value = html_text("Skipped: " + "; ".join(skipped), ERROR)
         if stop.is_set():
             self.progress.bar_style = "warning"
-            self.status.value = _html(f"stopped: {done} of {len(todo)} models finished ({seconds:.1f} s); the "
-                                      "unfinished one is not kept", _NOTE)
+            self.status.value = html_text(f"stopped: {done} of {len(todo)} models finished ({seconds:.1f} s); the "
+                                          "unfinished one is not kept", NOTE)
         elif self.progress.bar_style != "danger":
             self.progress.bar_style = "success"
             swept = sum(cached is None for _, _, cached in todo)
             reused = len(names) - len(skipped) - swept
             checked = f"; checks on the first {min(CHECK_EXAMPLES, x.shape[0])}" if checks else ""
-            self.status.value = _html(f"done: {swept} model{'s' if swept != 1 else ''} attacked with {label} on "
-                                      f"{x.shape[0]} examples in {seconds:.1f} s, {reused} from the cache{checked}",
-                                      _OK)
+            self.status.value = html_text(f"done: {swept} model{'s' if swept != 1 else ''} attacked with {label} on "
+                                          f"{x.shape[0]} examples in {seconds:.1f} s, {reused} from the cache{checked}",
+                                      OK)
         self._redraw()  # the settings may have changed during the run: show what they now select
 
     # ---- the clean / attacked examples ----------------------------------------------------------------------------
@@ -377,11 +372,12 @@ class AttackPanel:
                 return  # a newer request is pending: this one is stale
             name = self.model.value
             if name is None or name not in self.models:
-                self.images_caption.value = _html("no model to show", _NOTE)
+                self.images_caption.value = html_text("no model to show", NOTE)
                 return
             entry = self.models.get(name)
             if not self._fits(entry):
-                self.images_caption.value = _html(f"{name} was trained on other images than {self.data.name}", _ERROR)
+                self.images_caption.value = html_text(f"{name} was trained on other images than {self.data.name}",
+                                                      ERROR)
                 return
             eps = float(self.eps.value)
             try:
@@ -394,9 +390,9 @@ class AttackPanel:
                 png = example_grid_png(x.numpy(), adversarial.numpy(), y.tolist(), clean_predictions.tolist(),
                                        adversarial_predictions.tolist(), self.data.classes)
             except Exception as error:
-                self.images_caption.value = _html(f"examples failed: {type(error).__name__}: {error}", _ERROR)
+                self.images_caption.value = html_text(f"examples failed: {type(error).__name__}: {error}", ERROR)
                 return
             self.images.value = png
-            self.images_caption.value = _html(f"“{name}” attacked with {self._attack_label()} at ε = {eps:.3f}: "
-                                              "green captions are right, red wrong; the clean row gives (label)",
-                                              _NOTE)
+            self.images_caption.value = html_text(f"“{name}” attacked with {self._attack_label()} at ε = {eps:.3f}: "
+                                                  "green captions are right, red wrong; the clean row gives (label)",
+                                              NOTE)

@@ -13,7 +13,6 @@ this module only picks what to show.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import math
 import threading
@@ -32,6 +31,7 @@ from ..loss import win_probabilities
 from ..moments import POOL_RULES, RELU_RULES
 from ..propagate import propagate
 from ._charts import jupyter_chart, set_params
+from ._ui import Mutable
 from .models import ModelList
 
 SIGMA_RANGE = (0.0, 3.0)
@@ -57,7 +57,7 @@ def _empty_tables() -> dict:
     }
 
 
-class PropagationExplorer:
+class PropagationExplorer(Mutable):
     """Closed-form noise propagation against Monte Carlo, layer by layer, for one test image of `data`.
 
     Attributes: widget (display it), model (Dropdown over `models.names`, kept in sync), sigma (FloatSlider),
@@ -83,7 +83,6 @@ class PropagationExplorer:
         self._images, self._labels = data.tensors("test")  # (N, C, H, W) float in [0, 1], (N,)
         self._lock = threading.RLock()  # the model list can change from a training thread
         self._sampled_cache: OrderedDict = OrderedDict()
-        self._muting = 0
         self._closed = self._sampled = self._shown = None
         self.errors: list = []
         self.last_update_ms = float("nan")
@@ -125,15 +124,6 @@ class PropagationExplorer:
             self.chart,
             self.message,
         ])
-
-    @contextlib.contextmanager
-    def _muted(self):
-        """Controls set here (new options, a kept value) do not trigger the observers: one update, not several."""
-        self._muting += 1
-        try:
-            yield
-        finally:
-            self._muting -= 1
 
     # ---- the model list -------------------------------------------------------------------------------------
 

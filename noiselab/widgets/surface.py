@@ -12,7 +12,6 @@ centre with cliffs nearby is what gradient masking looks like. This module only 
 
 from __future__ import annotations
 
-import contextlib
 import html
 import math
 import threading
@@ -28,6 +27,7 @@ from ..data import Dataset
 from ..moments import POOL_RULES, RELU_RULES
 from ..surface import loss_surface
 from ._charts import jupyter_chart, set_params
+from ._ui import Mutable
 from .models import ModelList
 
 SIGMA_RANGE = (0.0, 3.0)
@@ -55,7 +55,7 @@ def _default_names(models: ModelList) -> tuple[str | None, str | None]:
     return left, right
 
 
-class LossSurfacePanel:
+class LossSurfacePanel(Mutable):
     """Loss surfaces of two models around one test image of `data`.
 
     `steps` is the grid's points per axis (41 by default). Attributes: widget (display it), model and
@@ -81,7 +81,6 @@ class LossSurfacePanel:
         self._images, self._labels = data.tensors("test")
         self._lock = threading.RLock()
         self._cache: OrderedDict = OrderedDict()
-        self._muting = 0
         self.surfaces: tuple = (None, None)
         self.last_update_ms = float("nan")
 
@@ -118,15 +117,6 @@ class LossSurfacePanel:
             self.summary,
             self.message,
         ])
-
-    @contextlib.contextmanager
-    def _muted(self):
-        """Controls set here (new options, a kept value) do not trigger a redraw: one redraw, not several."""
-        self._muting += 1
-        try:
-            yield
-        finally:
-            self._muting -= 1
 
     def _on_models(self, change) -> None:
         with self._lock:

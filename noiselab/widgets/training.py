@@ -15,7 +15,6 @@ the CLI uses, and its message is shown as soon as a control holds a bad value.
 
 from __future__ import annotations
 
-import html
 import threading
 import time
 from dataclasses import asdict
@@ -31,6 +30,7 @@ from ..models import MODELS
 from ..moments import POOL_RULES, RELU_RULES
 from ..train import METHODS, TrainConfig, TrainProgress, TrainResult, train
 from ._charts import jupyter_chart
+from ._ui import ERROR, NOTE, OK, html_text
 from .models import LabModel, ModelList
 
 CHART_INTERVAL_S = 0.5      # at most two chart redraws a second: each sends the whole spec to the browser,
@@ -41,13 +41,7 @@ ADVERSARIAL_METHODS = ("pgd_at", "fgsm_rs")
 BUSY_MESSAGE = "A training run is already going: wait for it to finish or press Stop."
 ARCHITECTURES = ("demo-cnn", "lenet5", "cifar-cnn")  # the fast one first: a CPU demo trains it in seconds
 
-_ERROR = "color:#a61b1b"
-_NOTE = "color:#555"
-_OK = "color:#1a7f37"
 
-
-def _html(text: str, style: str) -> str:
-    return f"<span style='{style}'>{html.escape(text, quote=False)}</span>"
 
 
 def model_name(config: TrainConfig, final_sigma: float | None = None) -> str:
@@ -135,7 +129,7 @@ class TrainingPanel:
         self.stop_button = widgets.Button(description="Stop", button_style="warning", icon="stop", disabled=True)
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="progress",
                                             layout=widgets.Layout(width="420px"))
-        self.status = widgets.HTML(_html("ready", _NOTE))
+        self.status = widgets.HTML(html_text("ready", NOTE))
         self.message = widgets.HTML("")
         self.chart = jupyter_chart(training_chart(self._frame(), learnable_sigma=False))
 
@@ -202,7 +196,7 @@ class TrainingPanel:
             self.config()
         except ValueError as error:
             self._config_error = str(error)
-            self.message.value = _html(f"Cannot train with these settings: {error}", _ERROR)
+            self.message.value = html_text(f"Cannot train with these settings: {error}", ERROR)
             return
         if self._config_error:  # the bad value was corrected: clear its message, keep any other
             self._config_error = ""
@@ -223,9 +217,9 @@ class TrainingPanel:
         name, root = self.dataset.value, self.data_root.value.strip() or None
         if name == data_module.DEFAULT_DATASET or (self._given_data is not None and self._given_data.name == name
                                                    and root is None):
-            self.data_info.value = _html(f"{name}: ready", _NOTE)
+            self.data_info.value = html_text(f"{name}: ready", NOTE)
             return
-        self.data_info.value = _html(f"{name}: looking for its files…", _NOTE)
+        self.data_info.value = html_text(f"{name}: looking for its files…", NOTE)
         # reading (or for cifar10 decoding) a data set takes seconds: not on the kernel's main thread
         threading.Thread(target=self._check_dataset, args=(name, root), daemon=True).start()
 
@@ -233,12 +227,12 @@ class TrainingPanel:
         try:
             found = self._dataset(name, root)
         except Exception as error:  # DataNotFoundError, or a corrupt file (ValueError)
-            text, style = f"{name} is not available: {error}", _ERROR
+            text, style = f"{name} is not available: {error}", ERROR
         else:
             text, style = (f"{name}: {found.train_images.shape[0]:,} training and {found.test_images.shape[0]:,} "
-                           f"test images from {found.source}"), _NOTE
+                           f"test images from {found.source}"), NOTE
         if (self.dataset.value, self.data_root.value.strip() or None) == (name, root):  # still the one selected
-            self.data_info.value = _html(text, style)
+            self.data_info.value = html_text(text, style)
 
     # ---- running --------------------------------------------------------------------------------------------------
     @property
@@ -248,13 +242,13 @@ class TrainingPanel:
     def _on_train(self, button=None) -> None:
         with self._run_lock:
             if self.running:
-                self.message.value = _html(BUSY_MESSAGE, _ERROR)
+                self.message.value = html_text(BUSY_MESSAGE, ERROR)
                 return
             try:
                 config = self.config()
             except ValueError as error:
                 self._config_error = str(error)
-                self.message.value = _html(f"Cannot train with these settings: {error}", _ERROR)
+                self.message.value = html_text(f"Cannot train with these settings: {error}", ERROR)
                 return
             self._config_error = ""
             self.message.value = ""
@@ -264,7 +258,7 @@ class TrainingPanel:
             self.progress.value, self.progress.max = 0, 1
             self.progress.bar_style = ""
             self.chart.chart = training_chart(self._frame(), learnable_sigma=config.learnable_sigma)
-            self.status.value = _html(f"training {model_name(config)}…", _NOTE)
+            self.status.value = html_text(f"training {model_name(config)}…", NOTE)
             self.train_button.disabled, self.stop_button.disabled = True, False
             self._worker = threading.Thread(target=self._run, args=(config, self._stop), daemon=True,
                                             name="noiselab-training")
@@ -273,7 +267,7 @@ class TrainingPanel:
     def _on_stop(self, button=None) -> None:
         if self.running:
             self._stop.set()
-            self.status.value = _html("stopping after this batch…", _NOTE)
+            self.status.value = html_text("stopping after this batch…", NOTE)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the running training (if any) to end; True when none is running afterwards."""
@@ -301,13 +295,13 @@ class TrainingPanel:
                 clocks["chart_cost"] = clocks["chart"] - now
 
         try:
-            self.status.value = _html(f"loading {config.dataset}…", _NOTE)
+            self.status.value = html_text(f"loading {config.dataset}…", NOTE)
             dataset = self._dataset(config.dataset, config.data_root)
-            self.status.value = _html(f"training {model_name(config)}…", _NOTE)
+            self.status.value = html_text(f"training {model_name(config)}…", NOTE)
             result = train(config, data=dataset, progress=progress, stop=stop)
         except Exception as error:  # shown in the panel; the kernel and the panel stay usable
-            self.status.value = _html("failed", _ERROR)
-            self.message.value = _html(f"Training failed: {type(error).__name__}: {error}", _ERROR)
+            self.status.value = html_text("failed", ERROR)
+            self.message.value = html_text(f"Training failed: {type(error).__name__}: {error}", ERROR)
             self.progress.bar_style = "danger"
         else:
             self._finish(config, result, time.perf_counter() - start)
@@ -325,8 +319,8 @@ class TrainingPanel:
         self.steps_per_second = result.steps / seconds if seconds > 0 else None
         if result.stopped:
             self.progress.bar_style = "warning"
-            self.status.value = _html(f"stopped after {result.steps} of {self.progress.max} steps; a stopped run is "
-                                      "not added to the models", _NOTE)
+            self.status.value = html_text(f"stopped after {result.steps} of {self.progress.max} steps; a stopped run "
+                                          "is not added to the models", NOTE)
             return
         final_sigma = float(result.sigma().detach()) if isinstance(result.sigma, LearnableSigma) \
             else float(result.sigma)
@@ -339,8 +333,8 @@ class TrainingPanel:
         ))
         self.progress.bar_style = "success"
         rate = f", {self.steps_per_second:.1f} steps/s" if self.steps_per_second else ""
-        self.status.value = _html(f"done: test accuracy {accuracy:.3f} — added “{name}” to the models "
-                                  f"({result.steps} steps in {seconds:.1f} s{rate})", _OK)
+        self.status.value = html_text(f"done: test accuracy {accuracy:.3f} — added “{name}” to the models "
+                                      f"({result.steps} steps in {seconds:.1f} s{rate})", OK)
 
     def _unique(self, name: str) -> str:
         candidate, number = name, 2
