@@ -42,18 +42,27 @@ def _sigma_float(sigma) -> float:
     return float(sigma.detach()) if isinstance(sigma, Tensor) else float(sigma)
 
 
+def _first_preactivation(layers: list, x: Tensor) -> Tensor:
+    """(B, ...) the first Conv2d/Linear's output, where the noise enters: computed once for any number of draws."""
+    pre = x
+    for _, layer in layers[: _noise_entry(layers) + 1]:
+        pre = layer(pre)
+    return pre
+
+
+def _noisy_passes(layers: list, pre: Tensor, sigma: float, draws: int, generator: torch.Generator | None) -> Tensor:
+    """(draws, B, classes): `draws` draws of noise added to the first pre-activation `pre`, through the rest."""
+    noise = torch.randn((draws,) + tuple(pre.shape), generator=generator, device=pre.device, dtype=pre.dtype)
+    h = (pre.unsqueeze(0) + sigma * noise).flatten(0, 1)  # (draws * B, ...)
+    for _, layer in layers[_noise_entry(layers) + 1 :]:
+        h = layer(h)
+    return h.view(draws, pre.shape[0], -1)
+
+
 def noisy_logits_unchecked(layers: list, x: Tensor, sigma: float, draws: int,
                            generator: torch.Generator | None = None) -> Tensor:
     """(draws, B, classes) logits of `draws` noisy passes; differentiable with respect to x and the weights."""
-    entry = _noise_entry(layers)
-    pre = x
-    for _, layer in layers[: entry + 1]:
-        pre = layer(pre)  # (B, ...) the first pre-activation, computed once for all draws
-    noise = torch.randn((draws,) + tuple(pre.shape), generator=generator, device=pre.device, dtype=pre.dtype)
-    h = (pre.unsqueeze(0) + sigma * noise).flatten(0, 1)  # (draws * B, ...)
-    for _, layer in layers[entry + 1 :]:
-        h = layer(h)
-    return h.view(draws, x.shape[0], -1)
+    return _noisy_passes(layers, _first_preactivation(layers, x), sigma, draws, generator)
 
 
 def noisy_logits(model: nn.Module, x: Tensor, sigma: float, draws: int = 1,
@@ -100,15 +109,6 @@ class RandomizedPrediction:
         return top_low <= second_high
 
 
-def _elements_per_draw(layers: list, x: Tensor) -> int:
-    # the first pre-activation is the widest activation of these networks: its size bounds a draw's memory
-    entry = _noise_entry(layers)
-    pre = x[:1]
-    for _, layer in layers[: entry + 1]:
-        pre = layer(pre)
-    return max(1, pre.numel() * x.shape[0])
-
-
 @torch.no_grad()
 def randomized_predict(
     model: nn.Module,
@@ -126,12 +126,14 @@ def randomized_predict(
     check_input(model, x)
     layers = sequential_layers(model)
     generator = torch.Generator(device=x.device).manual_seed(seed) if seed is not None else None
-    chunk = max(1, min(samples, MC_CHUNK_ELEMENTS // _elements_per_draw(layers, x)))
+    pre = _first_preactivation(layers, x)
+    # the first pre-activation is the widest activation of these networks: its size bounds a chunk's memory
+    chunk = max(1, min(samples, MC_CHUNK_ELEMENTS // max(1, pre.numel())))
     counts = probabilities = None
     done = 0
     while done < samples:
         n = min(chunk, samples - done)
-        logits = noisy_logits_unchecked(layers, x, sigma, n, generator)  # (n, B, classes)
+        logits = _noisy_passes(layers, pre, sigma, n, generator)  # (n, B, classes)
         votes = F.one_hot(logits.argmax(2), logits.shape[2]).sum(0)
         soft = logits.softmax(2).sum(0)
         counts = votes if counts is None else counts + votes
@@ -169,6 +171,8 @@ def randomized_accuracy(
 ) -> AccuracyEstimate:
     """Accuracy of the randomized defense on (x, y), with a confidence interval; see the module docstring."""
     check_positive_int(batch_size, "batch_size")
+    if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError("x must be a non-empty batch of images (B, C, H, W)")
     if not isinstance(y, Tensor) or y.shape != (x.shape[0],):
         raise ValueError(f"y must be a tensor of {x.shape[0]} class indices, got {getattr(y, 'shape', type(y))}")
     correct, undecided = [], []
@@ -179,8 +183,6 @@ def randomized_accuracy(
         undecided.append(prediction.undecided(confidence))
     correct_all, undecided_all = torch.cat(correct), torch.cat(undecided)
     n = int(correct_all.numel())
-    if n == 0:
-        raise ValueError("x holds no examples")
     hits = correct_all.sum()
     low, high = wilson_interval(hits, n, confidence)
     return AccuracyEstimate(float(hits) / n, float(low), float(high), n, samples,

@@ -104,6 +104,7 @@ def test_randomized_accuracy_reports_an_interval(small):
     (lambda m, x, y: randomized_predict(m, x, 0.5, vote="mode"), "vote must be one of"),
     (lambda m, x, y: randomized_predict(m, x[0], 0.5), "add a batch dimension"),
     (lambda m, x, y: randomized_accuracy(m, x, y[:2], 0.5), "y must be a tensor of 6 class indices"),
+    (lambda m, x, y: randomized_accuracy(m, x[:0], y[:0], 0.5), "x must be a non-empty batch"),
     (lambda m, x, y: closed_form_fgsm(m, x, y, eps=0.1, sigma=-1.0), "sigma must be a finite number >= 0"),
     (lambda m, x, y: closed_form_fgsm(m, x, y, eps=1.5, sigma=0.5), "eps must be a number in [0, 1]"),
     (lambda m, x, y: closed_form_fgsm(m, x, y, eps=0.1, sigma=0.5, loss="hinge"), "loss must be one of"),
