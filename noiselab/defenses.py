@@ -78,8 +78,11 @@ def wilson_interval(successes: Tensor, trials: int | Tensor, confidence: float =
     """Wilson's score interval for a binomial proportion (elementwise): good at proportions near 0 and 1."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    z = math.sqrt(2) * torch.erfinv(torch.tensor(confidence, dtype=torch.float64)).item()
     n = torch.as_tensor(trials, dtype=torch.float64)
+    successes = torch.as_tensor(successes)
+    if bool((n < 1).any()) or bool((successes < 0).any()) or bool((successes > n).any()):
+        raise ValueError("wilson_interval needs trials >= 1 and 0 <= successes <= trials")
+    z = math.sqrt(2) * torch.erfinv(torch.tensor(confidence, dtype=torch.float64)).item()
     p = successes.double() / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * torch.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)

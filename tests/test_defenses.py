@@ -56,6 +56,14 @@ def test_wilson_interval_matches_scipy():
         assert float(high) == pytest.approx(reference.high, abs=1e-9)
 
 
+def test_wilson_interval_rejects_impossible_counts():
+    for successes, trials in [(1, 0), (-1, 10), (11, 10)]:
+        with pytest.raises(ValueError, match="trials >= 1 and 0 <= successes <= trials"):
+            wilson_interval(torch.tensor(successes), trials)
+    with pytest.raises(ValueError, match="confidence must lie in"):
+        wilson_interval(torch.tensor(3), 10, confidence=1.0)
+
+
 def test_without_noise_the_vote_is_unanimous(small):
     model, x, _ = small
     prediction = randomized_predict(model, x, 0.0, samples=16, seed=0)
