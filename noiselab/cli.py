@@ -3,7 +3,8 @@
     noiselab demo [--model lenet5] [--sigma 0.5] [--samples 4000] [--seed 0]
     noiselab train --method noise --sigma 0.5 --epochs 3 --out runs/noise.pt [--resume]
     noiselab attack runs/noise.pt --eps 0.1 0.2 0.3 --attacks fgsm pgd [--checks]
-    noiselab sweep --methods noise sampled --sigmas 0.3 0.8 --seeds 2 --out results/sweep
+    noiselab sweep --methods noise sampled --sigmas 0.3 0.8 --seeds 2 --out results/sweep [--backend ray]
+    noiselab status results/sweep
     noiselab reproduce fig4 [--quick] --out results/
 
 `demo` shows the core at work, offline, in seconds on a CPU: the two ReLU rules against the exact
@@ -37,6 +38,13 @@ def _nonnegative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _nonnegative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
     return value
 
 
@@ -235,8 +243,54 @@ def _hooks() -> dict:
     return {"progress": progress, "on_train_progress": on_train_progress, "stop": _stop_on_interrupt()}
 
 
+def _cell_bar_hooks() -> dict:
+    """Progress for sweeps on Ray: a bar over the cells (running and failed counts beside it), a line per event."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def on_status(status) -> None:
+        nonlocal bar
+        counts = status.counts()
+        if bar is None:
+            bar = tqdm(total=len(status.payload["cells"]), unit="cell", file=sys.stderr, desc="cells")
+        bar.n = counts["done"]
+        bar.set_postfix(running=counts["training"] + counts["attacking"], failed=counts["failed"], refresh=False)
+        bar.refresh()
+
+    def progress(message: str) -> None:
+        (bar.write if bar is not None else print)(message, file=sys.stderr)
+
+    return {"progress": progress, "on_status": on_status, "stop": _stop_on_interrupt()}
+
+
+def _backend_arguments(args: argparse.Namespace) -> dict:
+    if args.backend == "local":
+        return {"backend": "local"}
+    from .experiments.ray_backend import RayOptions
+
+    options = RayOptions(address=args.address, num_cpus=args.ray_cpus, cpus_per_cell=args.cpus_per_cell,
+                         gpus_per_cell=args.gpus_per_cell, max_retries=args.max_retries).validate()
+    return {"backend": "ray", "ray_options": options}
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where the cells run")
+    group.add_argument("--backend", choices=["local", "ray"], default="local",
+                       help="local: one after another in this process (default); ray: each cell a Ray task "
+                            '(pip install "noiselab[ray]")')
+    group.add_argument("--address", default=None,
+                       help="ray: a cluster to join (auto, HOST:6379, ray://HOST:10001); default: start one here")
+    group.add_argument("--ray-cpus", type=_positive_int, default=None, help="ray: CPUs of the local Ray (default all)")
+    group.add_argument("--cpus-per-cell", type=_positive_float, default=1.0, help="ray: CPUs each cell holds")
+    group.add_argument("--gpus-per-cell", type=_positive_float, default=1.0,
+                       help="ray: GPU share of each cell where the cluster has GPUs (0.25: four cells a GPU)")
+    group.add_argument("--max-retries", type=int, default=3, help="ray: reruns of a cell whose worker died")
+
+
 def sweep_command(args: argparse.Namespace) -> int:
     from .experiments import EvalSpec, robust_table, run_sweep, summarize
+    from .experiments.sweep import CellsFailed
 
     base = _config_from(args).validate()
     cells = []
@@ -250,7 +304,13 @@ def sweep_command(args: argparse.Namespace) -> int:
                 cells.append({"method": method, "seed": seed})
     attacks = ["fgsm" if name == "fgsm" else [name, {"steps": args.steps}] for name in args.attacks]
     evaluation = EvalSpec(list(args.eval_eps), attacks, args.limit)
-    results = run_sweep("sweep", base, cells, evaluation, args.out, **_hooks())
+    backend = _backend_arguments(args)
+    hooks = _hooks() if args.backend == "local" else _cell_bar_hooks()
+    try:
+        results = run_sweep("sweep", base, cells, evaluation, args.out, **backend, **hooks)
+    except CellsFailed as error:
+        print(f"noiselab sweep: error: {error}", file=sys.stderr)
+        return 2
     summary = summarize(robust_table(results)) if results["cells"] else None
     if summary is not None:
         print(summary.to_string(index=False))
@@ -267,6 +327,13 @@ def reproduce_command(args: argparse.Namespace) -> int:
     print(output["summary"].to_string(index=False, max_rows=60))
     for path in output["files"]:
         print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from .experiments.status import format_status, read_status
+
+    print(format_status(read_status(args.out)))
     return 0
 
 
@@ -310,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     sweep_parser.add_argument("--steps", type=_positive_int, default=40, help="steps of pgd/apgd")
     sweep_parser.add_argument("--limit", type=_positive_int, default=1000, help="test examples attacked")
     sweep_parser.add_argument("--out", required=True, help="output folder (a rerun skips finished cells)")
+    _add_backend_arguments(sweep_parser)
+
+    status_parser = commands.add_parser("status", help="where each cell of a sweep stands (while it runs too)")
+    status_parser.add_argument("out", help="the sweep's output folder")
 
     reproduce_parser = commands.add_parser("reproduce", help="one of the paper's figures or tables")
     reproduce_parser.add_argument("experiment", choices=["fig3", "fig4", "fig5", "fig6", "fig7", "table1"])
@@ -329,8 +400,11 @@ def main(argv: list[str] | None = None) -> int:
             return sweep_command(args)
         if args.command == "reproduce":
             return reproduce_command(args)
+        if args.command == "status":
+            return status_command(args)
         return attack_command(args)
-    except (ValueError, FileNotFoundError, OSError) as error:  # bad input: one clear line, no traceback
+    # bad input or a missing optional extra: one clear line, no traceback
+    except (ValueError, FileNotFoundError, OSError, ImportError) as error:
         print(f"noiselab {args.command}: error: {error}", file=sys.stderr)
         return 2
 

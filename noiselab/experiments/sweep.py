@@ -3,12 +3,18 @@
 Each cell is a set of TrainConfig overrides ({"method": "noise", "sigma": 0.5, "seed": 1}) on a base config.
 Finished cells are recorded in <out>/results.json after each cell; a sweep run again with the same out folder
 skips them, and a cell interrupted mid-training resumes from its checkpoint in <out>/checkpoints/.
+<out>/status.json says where every cell stands while the sweep runs (see status.py).
+
+The cells run in this process (backend "local", the default) or as Ray tasks (backend "ray", ray_backend.py,
+an optional extra); the records, the files and the resuming are the same either way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +28,7 @@ from ..attacks import check_eps
 from ..evaluate import robust_accuracy
 from ..train import TrainConfig, TrainProgress, resolve_device, train
 from .records import check_output_folder, environment, read_json, write_json
+from .status import SweepStatus
 
 
 @dataclass
@@ -64,6 +71,55 @@ def cell_label(overrides: dict) -> str:
     return label
 
 
+BACKENDS = ("local", "ray")
+
+
+class CellsFailed(RuntimeError):
+    """Some cells of a sweep raised or lost their workers too often; the others are saved."""
+
+
+def checkpoint_path(out: Path, key: str) -> Path:
+    return out / "checkpoints" / f"{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
+
+
+def run_cell(
+    config: TrainConfig,
+    overrides: dict,
+    evaluation: EvalSpec,
+    out: Path,
+    data: data_module.Dataset | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    on_train_progress: Callable[[TrainProgress], None] | None = None,
+    stop=None,
+) -> dict | None:
+    """Train one cell (resuming its checkpoint in <out>/checkpoints/), attack it, return its record; None if stopped.
+
+    The same function runs a cell in-process and inside a Ray task, so both backends write the same records."""
+    device = resolve_device(config.device)
+    if data is None:
+        data = data_module.load(config.dataset, root=config.data_root, device=device)
+    if on_phase:
+        on_phase("training")
+    trained = train(config, data=data, progress=on_train_progress, stop=stop,
+                    checkpoint=checkpoint_path(Path(out), cell_key(overrides)), resume=True)
+    if trained.stopped:
+        return None
+    if on_phase:
+        on_phase("attacking")
+    started = time.perf_counter()
+    x, y = data.tensors("test", limit=evaluation.limit)
+    attacks = [tuple(a) if isinstance(a, list) else a for a in evaluation.attacks]
+    table = robust_accuracy(trained.model, x, y, eps=evaluation.eps, attacks=attacks, seed=config.seed)
+    return {
+        "overrides": overrides, "label": cell_label(overrides), "config": asdict(config), "history": trained.history,
+        "final_sigma": trained.history[-1]["sigma"] if trained.history else config.sigma,
+        # each epoch's time as it ran, summed: a cell resumed after an interruption or a retry is not undercounted
+        "train_seconds": sum(row["seconds"] for row in trained.history),
+        "attack_seconds": time.perf_counter() - started, "device": environment(device)["device"],
+        "robust": table.to_dict("records"),
+    }
+
+
 def run_sweep(
     name: str,
     base: TrainConfig,
@@ -73,51 +129,93 @@ def run_sweep(
     progress: Callable[[str], None] | None = None,
     on_train_progress: Callable[[dict, TrainProgress], None] | None = None,
     stop=None,
+    backend: str = "local",
+    ray_options=None,
+    on_status: Callable[[SweepStatus], None] | None = None,
 ) -> dict:
-    """Train and attack every cell not yet in <out>/results.json; return the results dict."""
+    """Train and attack every cell not yet in <out>/results.json; return the results dict.
+
+    backend "local" runs the cells one after another in this process; "ray" runs each as a Ray task
+    (`ray_options`: a noiselab.experiments.ray_backend.RayOptions). Either way this process alone writes
+    results.json (after every finished cell) and status.json; `on_status(status)` is called as they change."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "ray":
+        from .ray_backend import RayOptions, import_ray
+
+        import_ray()  # before anything is written: without Ray, a clear error naming the install command
+        ray_options = (ray_options or RayOptions()).validate()
     out = check_output_folder(out)
     evaluation.validate()
     configs = [replace(base, **cell).validate() for cell in cells]  # every cell's settings checked up front
+    keys = [cell_key(cell) for cell in cells]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the grid names a cell twice; every cell's settings must differ")
     results_path = out / "results.json"
     results = read_json(results_path) or {"experiment": name, "cells": {}}
     if results.get("experiment") != name:
         raise ValueError(f"{results_path} holds results of {results.get('experiment')!r}, not {name!r}; "
                          "use another output folder")
-    device = resolve_device(base.device)
-    results.update({"base_config": asdict(base), "evaluation": asdict(evaluation), "environment": environment(device)})
+    if backend == "local":
+        driver = environment(resolve_device(base.device))
+    else:  # the cells run on the cluster's workers: each record names its own device
+        driver = environment() | {"device": "each cell's own (see its 'device')"}
+    results.update({"base_config": asdict(base), "evaluation": asdict(evaluation), "environment": driver,
+                    "backend": backend})
+    titles = {key: f"{cell_label(cell)} (seed {config.seed})" for key, cell, config in zip(keys, cells, configs)}
+    status = SweepStatus(out, titles, set(results["cells"]), backend)
+    pending = [(key, cell, config) for key, cell, config in zip(keys, cells, configs) if key not in results["cells"]]
+
+    def store(key: str, record: dict) -> None:
+        if key in results["cells"]:  # a cell is recorded once, whatever happened to the process that ran it
+            return
+        results["cells"][key] = record
+        write_json(results_path, results)  # after every cell: an interruption loses at most the cells in progress
+        status.update(key, state="done")
+        if on_status:
+            on_status(status)
+
+    if on_status:
+        on_status(status)
+    if backend == "ray" and pending:
+        from .ray_backend import run_on_ray
+
+        failures = run_on_ray(pending, evaluation, out, ray_options, status, store, stop, progress, on_status)
+        if failures:
+            raise CellsFailed(f"{len(failures)} cell(s) failed: " + "; ".join(
+                f"{titles[key]}: {error}" for key, error in failures.items())
+                + f". The other cells are saved in {results_path}; fix the cause and run the sweep again")
+    elif pending:
+        _run_locally(pending, evaluation, out, status, store, titles, progress, on_train_progress, stop, on_status)
+    write_json(results_path, results)
+    return results
+
+
+def _run_locally(pending, evaluation, out, status, store, titles, progress, on_train_progress, stop, on_status):
     data = None
-    for overrides, config in zip(cells, configs):
-        key = cell_key(overrides)
-        if key in results["cells"]:
-            continue
+    for key, overrides, config in pending:
         if stop is not None and stop.is_set():
             break
         if data is None:
-            data = data_module.load(base.dataset, root=base.data_root, device=device)
-        label = cell_label(overrides)
-        if progress:
-            progress(f"{label} (seed {config.seed}): training")
-        digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-        started = time.perf_counter()
-        callback = (lambda p, o=overrides: on_train_progress(o, p)) if on_train_progress else None
-        trained = train(config, data=data, progress=callback, stop=stop,
-                        checkpoint=out / "checkpoints" / f"{digest}.pt", resume=True)
-        if trained.stopped:
+            data = data_module.load(config.dataset, root=config.data_root, device=resolve_device(config.device))
+
+        def on_phase(phase: str, key=key) -> None:
+            status.update(key, state=phase, pid=os.getpid(), node=platform.node(), attempt=1)
+            if progress:
+                progress(f"{titles[key]}: {phase}")
+            if on_status:
+                on_status(status)
+
+        def on_step(p: TrainProgress, key=key, overrides=overrides) -> None:
+            status.update(key, step=p.step, total_steps=p.total_steps)
+            if on_train_progress:
+                on_train_progress(overrides, p)
+
+        record = run_cell(config, overrides, evaluation, out, data, on_phase, on_step, stop)
+        if record is None:
+            status.update(key, state="stopped")
             break
-        train_seconds = time.perf_counter() - started
-        if progress:
-            progress(f"{label} (seed {config.seed}): attacking")
-        x, y = data.tensors("test", limit=evaluation.limit)
-        attacks = [tuple(a) if isinstance(a, list) else a for a in evaluation.attacks]
-        table = robust_accuracy(trained.model, x, y, eps=evaluation.eps, attacks=attacks, seed=config.seed)
-        results["cells"][key] = {
-            "overrides": overrides, "label": label, "config": asdict(config), "history": trained.history,
-            "final_sigma": trained.history[-1]["sigma"] if trained.history else config.sigma,
-            "train_seconds": train_seconds, "robust": table.to_dict("records"),
-        }
-        write_json(results_path, results)  # after every cell: an interruption loses at most the cell in progress
-    write_json(results_path, results)
-    return results
+        store(key, record)
 
 
 def robust_table(results: dict) -> pd.DataFrame:
