@@ -242,6 +242,9 @@ def train(
     optimizer = torch.optim.Adam(parameters, lr=config.lr)
     history: list[dict] = []
     start_step = 0
+    # the epoch in progress: summed loss, correct predictions, examples seen and seconds spent (kept in a checkpoint
+    # taken mid-epoch, so that a resumed epoch's row in the history covers the whole epoch, not only its end)
+    partial = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}
 
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None:
@@ -260,6 +263,7 @@ def train(
                 sigma.load_state_dict(state["sigma"])
             optimizer.load_state_dict(state["optimizer"])
             history, start_step = state["history"], state["step"]
+            partial.update(state.get("epoch_partial", {}))
 
     if data is None:
         data = data_module.load(config.dataset, root=config.data_root, device=device)
@@ -280,12 +284,12 @@ def train(
             "config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "sigma": sigma.state_dict() if isinstance(sigma, LearnableSigma) else {}, "step": step,
             "history": history,
+            "epoch_partial": partial | {"seconds": partial["seconds"] + time.perf_counter() - epoch_start},
         }
 
     result = TrainResult(model, sigma, config, history, stopped=False, steps=start_step)
     step = start_step
     epoch_start = time.perf_counter()
-    epoch_loss = epoch_correct = epoch_seen = 0.0
     model.train()
     order_epoch, order = -1, None
     while step < total_steps:
@@ -308,9 +312,9 @@ def train(
         optimizer.step()
         step += 1
         batch_correct = float((logits.detach().argmax(1) == y).sum())
-        epoch_loss += float(loss.detach()) * y.shape[0]
-        epoch_correct += batch_correct
-        epoch_seen += y.shape[0]
+        partial["loss"] += float(loss.detach()) * y.shape[0]
+        partial["correct"] += batch_correct
+        partial["seen"] += y.shape[0]
         sigma_now = float(_sigma_value(sigma).detach()) if isinstance(sigma, LearnableSigma) else sigma
         if progress is not None:
             progress(TrainProgress(step, total_steps, epoch, float(loss.detach()), batch_correct / y.shape[0],
@@ -318,16 +322,17 @@ def train(
         if step % steps_per_epoch == 0:
             model.eval()
             history.append({
-                "epoch": epoch + 1, "step": step, "loss": epoch_loss / max(epoch_seen, 1),
-                "train_accuracy": epoch_correct / max(epoch_seen, 1),
+                "epoch": epoch + 1, "step": step, "loss": partial["loss"] / max(partial["seen"], 1),
+                "train_accuracy": partial["correct"] / max(partial["seen"], 1),
                 "test_accuracy": accuracy(model, test_images, test_labels), "sigma": sigma_now,
-                "seconds": time.perf_counter() - epoch_start,
+                "seconds": partial["seconds"] + time.perf_counter() - epoch_start,
             })
             model.train()
+            partial.update(loss=0.0, correct=0.0, seen=0.0, seconds=0.0)
+            epoch_start = time.perf_counter()  # the snapshot below holds a next epoch that has not begun
             if checkpoint is not None:
                 save_checkpoint(checkpoint, snapshot(step))
-            epoch_start = time.perf_counter()
-            epoch_loss = epoch_correct = epoch_seen = 0.0
+            epoch_start = time.perf_counter()  # writing the checkpoint is not the next epoch's time
     model.eval()
     result.steps = step
     if checkpoint is not None and (result.stopped or step == start_step):

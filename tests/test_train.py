@@ -61,6 +61,11 @@ def test_stop_mid_epoch_then_resume_equals_an_unbroken_run(method, tmp_path):
     assert resumed.steps == 20 and not resumed.stopped
     assert_same_weights(weights(resumed.model), weights(unbroken.model))
     assert [r["epoch"] for r in resumed.history] == [1, 2]
+    # the epoch cut at step 13 is summarised over all its batches, not only those after the resume
+    for row, reference in zip(resumed.history, unbroken.history):
+        for key in ("loss", "train_accuracy", "test_accuracy"):
+            assert row[key] == reference[key], (row["epoch"], key)
+        assert row["seconds"] > 0
 
 
 def cli_train(out, *extra):
