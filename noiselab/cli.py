@@ -270,7 +270,8 @@ def _backend_arguments(args: argparse.Namespace) -> dict:
     from .experiments.ray_backend import RayOptions
 
     options = RayOptions(address=args.address, num_cpus=args.ray_cpus, cpus_per_cell=args.cpus_per_cell,
-                         gpus_per_cell=args.gpus_per_cell, max_retries=args.max_retries).validate()
+                         gpus_per_cell=args.gpus_per_cell, max_retries=args.max_retries,
+                         report_interval=args.report_interval).validate()
     return {"backend": "ray", "ray_options": options}
 
 
@@ -286,6 +287,8 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gpus-per-cell", type=_positive_float, default=1.0,
                        help="ray: GPU share of each cell where the cluster has GPUs (0.25: four cells a GPU)")
     group.add_argument("--max-retries", type=int, default=3, help="ray: reruns of a cell whose worker died")
+    group.add_argument("--report-interval", type=_positive_float, default=1.0,
+                       help="ray: seconds between a running cell's reports to status.json (default 1)")
 
 
 def sweep_command(args: argparse.Namespace) -> int:

@@ -1,0 +1,174 @@
+"""Sweeps on Ray: a real local Ray (num_cpus=2) driven through the real CLI, against the in-process sweep.
+
+Each Ray cell holds one CPU and trains with one thread; the in-process reference runs with one thread too
+(OMP_NUM_THREADS=1), since torch's CPU kernels sum in a different order with another thread count.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from noiselab.experiments.ray_backend import RayOptions, cell_resources
+
+GRID = ["--model", "demo-cnn", "--methods", "vanilla", "noise", "sampled", "--sigmas", "0.5", "--train-limit", "2000",
+        "--batch-size", "32", "--epochs", "2", "--eval-eps", "0", "0.1", "--attacks", "fgsm", "pgd", "--steps", "5",
+        "--limit", "100", "--device", "cpu"]
+RAY = ["--backend", "ray", "--ray-cpus", "2", "--report-interval", "0.2"]
+
+
+def command(out, *extra):
+    return [sys.executable, "-m", "noiselab.cli", "sweep", *GRID, "--out", str(out), *extra]
+
+
+def sweep(out, *extra, env=None):
+    return subprocess.run(command(out, *extra), capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+def numbers(results: dict) -> dict:
+    """Everything a cell measured except wall-clock times."""
+    return {key: {"robust": cell["robust"], "final_sigma": cell["final_sigma"],
+                  "history": [{k: v for k, v in row.items() if k != "seconds"} for row in cell["history"]]}
+            for key, cell in results["cells"].items()}
+
+
+def read(out, name):
+    return json.loads((out / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("in-process")
+    result = sweep(out, env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    results = read(out, "results.json")
+    assert len(results["cells"]) == 3
+    clean = [row["accuracy"] for cell in results["cells"].values() for row in cell["robust"] if row["eps"] == 0]
+    assert min(clean) > 0.5, clean  # models that learned: the comparison below is between real numbers
+    return results
+
+
+def wait_for_status(out, process, condition, seconds=240):
+    """Poll status.json until condition(status) returns something; fail if the sweep ends first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the sweep ended before the moment the test waits for"
+        if (out / "status.json").exists():
+            found = condition(read(out, "status.json"))
+            if found:
+                return found
+        time.sleep(0.05)
+    raise AssertionError(f"status.json never showed the awaited state: {(out / 'status.json').read_text()}")
+
+
+def test_ray_sweep_gives_the_in_process_numbers_and_a_rerun_skips_it_all(reference, tmp_path):
+    result = sweep(tmp_path, *RAY)
+    assert result.returncode == 0, result.stderr
+    assert "3 of 3 cells done" in result.stderr and "cell" in result.stderr  # the bar over cells
+    results = read(tmp_path, "results.json")
+    assert results["backend"] == "ray"
+    assert numbers(results) == numbers(reference)
+    status = read(tmp_path, "status.json")
+    assert [(c["state"], c["attempt"]) for c in status["cells"].values()] == [("done", 1)] * 3
+
+    again = sweep(tmp_path, *RAY)  # nothing left to do: Ray is not even started
+    assert again.returncode == 0 and "Started a local Ray" not in again.stderr, again.stderr
+    assert read(tmp_path, "results.json")["cells"] == results["cells"]
+    shown = subprocess.run([sys.executable, "-m", "noiselab.cli", "status", str(tmp_path)], capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0 and "3 done (ray backend" in shown.stdout and "noise σ=0.5 (seed 0)" in shown.stdout
+
+
+def test_a_worker_killed_mid_cell_is_retried_and_its_cell_counted_once(reference, tmp_path):
+    process = subprocess.Popen(command(tmp_path, *RAY), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def training_past_a_third(status):
+            for key, cell in status["cells"].items():
+                if cell["state"] == "training" and 0 < cell.get("step", 0) and \
+                        cell["total_steps"] / 3 <= cell["step"] < cell["total_steps"] - 5:
+                    return key, cell["pid"]
+            return None
+
+        victim, pid = wait_for_status(tmp_path, process, training_past_a_third)
+        os.kill(pid, signal.SIGKILL)  # the worker process running that cell dies mid-training
+        stdout, stderr = process.communicate(timeout=600)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    results = read(tmp_path, "results.json")
+    assert set(results["cells"]) == set(reference["cells"])
+    for cell in results["cells"].values():  # no epoch or attack row counted twice
+        assert [row["epoch"] for row in cell["history"]] == [1, 2]
+        assert len(cell["robust"]) == len(reference["cells"][cell_key(cell)]["robust"])
+    assert numbers(results) == numbers(reference)  # the retried cell resumed to the numbers of an unbroken run
+    status = read(tmp_path, "status.json")
+    assert status["cells"][victim]["attempt"] == 2 and status["cells"][victim]["pid"] != pid
+    assert all(c["state"] == "done" for c in status["cells"].values())
+    assert all(c["attempt"] == 1 for key, c in status["cells"].items() if key != victim)
+
+
+def cell_key(cell):
+    return json.dumps(cell["overrides"], sort_keys=True)
+
+
+def test_ctrl_c_stops_a_ray_sweep_which_then_resumes_to_the_same_numbers(reference, tmp_path):
+    process = subprocess.Popen(command(tmp_path, *RAY), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_status(tmp_path, process, lambda status: any(
+            c["state"] == "training" and c.get("step", 0) > 10 for c in status["cells"].values()))
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    status = read(tmp_path, "status.json")
+    states = [c["state"] for c in status["cells"].values()]
+    assert "stopped" in states and set(states) <= {"done", "stopped"}, states
+    finished = read(tmp_path, "results.json")["cells"]
+    assert len(finished) < 3
+
+    resumed = sweep(tmp_path, *RAY)
+    assert resumed.returncode == 0, resumed.stderr
+    results = read(tmp_path, "results.json")
+    assert numbers(results) == numbers(reference)
+    assert all(results["cells"][key] == cell for key, cell in finished.items())  # finished cells were not redone
+
+
+def test_ray_backend_without_ray_names_the_install_command_and_local_sweeps_never_need_it(tmp_path):
+    blocked = ("import sys; sys.modules['ray'] = None; "  # as if Ray were not installed: `import ray` fails
+               "from noiselab.cli import main; raise SystemExit(main(sys.argv[1:]))")
+    tiny = ["sweep", "--model", "demo-cnn", "--methods", "vanilla", "--train-limit", "200", "--batch-size", "50",
+            "--epochs", "1", "--eval-eps", "0", "--attacks", "fgsm", "--limit", "20", "--device", "cpu"]
+    result = subprocess.run([sys.executable, "-c", blocked, *tiny, "--out", str(tmp_path / "ray"), "--backend", "ray"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert 'pip install "noiselab[ray]"' in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "ray" / "results.json").exists() and not (tmp_path / "ray" / "status.json").exists()
+
+    result = subprocess.run([sys.executable, "-c", blocked, *tiny, "--out", str(tmp_path / "local")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "1 of 1 cells done" in result.stderr, result.stderr
+
+
+def test_each_cell_asks_ray_for_a_gpu_where_there_is_one_else_for_cpus():
+    options = RayOptions(cpus_per_cell=2, gpus_per_cell=0.5)
+    assert cell_resources({"CPU": 16, "GPU": 8}, "auto", options) == {"num_cpus": 2, "num_gpus": 0.5}
+    assert cell_resources({"CPU": 16, "GPU": 8}, "cuda", options) == {"num_cpus": 2, "num_gpus": 0.5}
+    assert cell_resources({"CPU": 16, "GPU": 8}, "cpu", options) == {"num_cpus": 2, "num_gpus": 0}
+    assert cell_resources({"CPU": 2}, "auto", options) == {"num_cpus": 2, "num_gpus": 0}
+    with pytest.raises(ValueError, match="the Ray cluster has none"):
+        cell_resources({"CPU": 2}, "cuda", options)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_cpus", 0, "num_cpus must be None or an integer >= 1"), ("cpus_per_cell", 0, "cpus_per_cell must be > 0"),
+    ("gpus_per_cell", 2, r"gpus_per_cell must lie in \(0, 1\]"), ("max_retries", -1, "max_retries must be"),
+    ("report_interval", 0, "report_interval must be > 0")])
+def test_bad_ray_options_are_named(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        RayOptions(**{field: value}).validate()
