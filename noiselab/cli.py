@@ -325,8 +325,9 @@ def sweep_command(args: argparse.Namespace) -> int:
 def reproduce_command(args: argparse.Namespace) -> int:
     from .experiments import reproduce
 
+    hooks = _hooks() if args.backend == "local" else _cell_bar_hooks()
     output = reproduce(args.experiment, args.out, quick=args.quick, data_root=args.data_root, device=args.device,
-                       **_hooks())
+                       **_backend_arguments(args), **hooks)
     print(output["summary"].to_string(index=False, max_rows=60))
     for path in output["files"]:
         print(f"wrote {path}", file=sys.stderr)
@@ -391,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     reproduce_parser.add_argument("--out", default="results", help="writes into OUT/EXPERIMENT/")
     reproduce_parser.add_argument("--data-root", default=None, help="folder of the data set (full runs)")
     reproduce_parser.add_argument("--device", default="auto")
+    _add_backend_arguments(reproduce_parser)
 
     args = parser.parse_args(argv)
     try:

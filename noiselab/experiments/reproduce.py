@@ -109,7 +109,10 @@ def fig5(out: Path, quick: bool = False, data_root: str | None = None, device: s
                               **hooks)
 
 
-def fig6(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
+CLEAN_ONLY = EvalSpec([0.0], ["fgsm"], None)  # eps = 0: the clean accuracy on the whole test split
+
+
+def _fig6_grid(quick: bool, data_root: str | None, device: str) -> tuple[TrainConfig, list[dict], EvalSpec]:
     preset = _mnist(quick, data_root, device)
     sigmas = [0.0, 0.3, 0.8] if quick else [0.0, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5]
     epsilons = [0.1, 0.3] if quick else [0.05, 0.1, 0.2, 0.3, 0.4]
@@ -117,8 +120,33 @@ def fig6(out: Path, quick: bool = False, data_root: str | None = None, device: s
     for seed in range(preset.seeds):
         cells += [{"method": "noise", "sigma": s, "seed": seed} for s in sigmas]
         cells += [{"method": "pgd_at", "eps": e, "seed": seed} for e in epsilons]
-    clean_only = EvalSpec([0.0], ["fgsm"], None)  # eps = 0: the clean accuracy on the whole test split
-    results = run_sweep("fig6", preset.base, cells, clean_only, out, **hooks)
+    return preset.base, cells, CLEAN_ONLY
+
+
+TABLE1_VARIANTS = {"Model": 0.0, "Bimodel (α = 0.25)": 0.25}
+
+
+def _table1_grid(quick: bool, data_root: str | None, device: str) -> tuple[TrainConfig, list[dict], EvalSpec]:
+    preset = _mnist(quick, data_root, device)
+    base = replace(preset.base, method="noise", learnable_sigma=True, sigma=1.9, epochs=2 if quick else 20)
+    cells = [{"bimodel_alpha": alpha, "seed": seed} for seed in range(preset.seeds)
+             for alpha in TABLE1_VARIANTS.values()]
+    return base, cells, CLEAN_ONLY
+
+
+def sweep_grids(quick: bool = False, data_root: str | None = None,
+                device: str = "auto") -> dict[str, tuple[TrainConfig, list[dict], EvalSpec]]:
+    """The sweeps behind fig4, fig5, fig6 and table1 as (base config, cells, evaluation): what `reproduce` runs,
+    for whoever needs the whole grid (bench/sweep_cost.py prices it)."""
+    mnist, cifar = _mnist(quick, data_root, device), _cifar(quick, data_root, device)
+    return {"fig4": (mnist.base, _robustness_cells(mnist), mnist.evaluation),
+            "fig5": (cifar.base, _robustness_cells(cifar), cifar.evaluation),
+            "fig6": _fig6_grid(quick, data_root, device), "table1": _table1_grid(quick, data_root, device)}
+
+
+def fig6(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
+    base, cells, evaluation = _fig6_grid(quick, data_root, device)
+    results = run_sweep("fig6", base, cells, evaluation, out, **hooks)
     table = robust_table(results)
     noise = table[table.method == "noise"].groupby("sigma")["accuracy"].agg(["mean", "std"]).reset_index()
     adversarial = table[table.method == "pgd_at"].groupby("train_eps")["accuracy"].agg(["mean", "std"]).reset_index()
@@ -130,11 +158,8 @@ def fig6(out: Path, quick: bool = False, data_root: str | None = None, device: s
 
 
 def table1(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
-    preset = _mnist(quick, data_root, device)
-    base = replace(preset.base, method="noise", learnable_sigma=True, sigma=1.9,
-                   epochs=2 if quick else 20)
-    variants = {"Model": 0.0, "Bimodel (α = 0.25)": 0.25}
-    cells = [{"bimodel_alpha": alpha, "seed": seed} for seed in range(preset.seeds) for alpha in variants.values()]
+    base, cells, clean_only = _table1_grid(quick, data_root, device)
+    variants = TABLE1_VARIANTS
     trajectory: list[dict] = []
 
     def record(overrides: dict, progress) -> None:
@@ -143,7 +168,6 @@ def table1(out: Path, quick: bool = False, data_root: str | None = None, device:
         if hooks.get("on_train_progress"):
             hooks["on_train_progress"](overrides, progress)
 
-    clean_only = EvalSpec([0.0], ["fgsm"], None)
     results = run_sweep("table1", base, cells, clean_only, out, progress=hooks.get("progress"),
                         on_train_progress=record, stop=hooks.get("stop"))
     names = {alpha: name for name, alpha in variants.items()}
@@ -172,13 +196,23 @@ EXPERIMENTS: dict[str, Callable[..., dict]] = {"fig3": fig3, "fig4": fig4, "fig5
                                                "fig7": fig7, "table1": table1}
 
 
+RAY_READY = ("fig4", "fig5", "fig6")  # plain sweeps; table1 records σ at every step and fig7 its own rows in-process
+
+
 def reproduce(name: str, out: str | Path, quick: bool = False, data_root: str | None = None, device: str = "auto",
               **hooks) -> dict:
-    """Run one experiment into <out>/<name>/ (resuming what an earlier run left there)."""
+    """Run one experiment into <out>/<name>/ (resuming what an earlier run left there).
+
+    hooks: progress, on_train_progress, stop, and for the sweeps (RAY_READY) backend, ray_options, on_status."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {tuple(EXPERIMENTS)}")
+    if name not in RAY_READY:
+        if hooks.pop("backend", "local") != "local":
+            raise ValueError(f"{name} runs in-process only; --backend ray serves {', '.join(RAY_READY)}")
+        hooks.pop("ray_options", None)
+        hooks.pop("on_status", None)
     folder = check_output_folder(Path(out) / name)
     return EXPERIMENTS[name](folder, quick=quick, data_root=data_root, device=device, **hooks)
 
 
-__all__ = ["EXPERIMENTS", "cell_label", "reproduce"]
+__all__ = ["EXPERIMENTS", "RAY_READY", "cell_label", "reproduce", "sweep_grids"]
