@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
@@ -243,7 +244,14 @@ def _hooks() -> dict:
     return {"progress": progress, "on_train_progress": on_train_progress, "stop": _stop_on_interrupt()}
 
 
-def _cell_bar_hooks() -> dict:
+def _sweep_hooks(backend: str) -> tuple[dict, Callable[[], None]]:
+    """The progress hooks for a sweep on `backend`, and what closes their bar when it ends."""
+    if backend == "local":
+        return _hooks(), lambda: None
+    return _cell_bar_hooks()
+
+
+def _cell_bar_hooks() -> tuple[dict, Callable[[], None]]:
     """Progress for sweeps on Ray: a bar over the cells (running and failed counts beside it), a line per event."""
     from tqdm import tqdm
 
@@ -261,11 +269,17 @@ def _cell_bar_hooks() -> dict:
     def progress(message: str) -> None:
         (bar.write if bar is not None else print)(message, file=sys.stderr)
 
-    return {"progress": progress, "on_status": on_status, "stop": _stop_on_interrupt()}
+    def close() -> None:
+        if bar is not None:
+            bar.close()
+
+    return {"progress": progress, "on_status": on_status, "stop": _stop_on_interrupt()}, close
 
 
 def _backend_arguments(args: argparse.Namespace) -> dict:
     if args.backend == "local":
+        if args.address is not None:
+            raise ValueError("--address names a Ray cluster to join: add --backend ray")
         return {"backend": "local"}
     from .experiments.ray_backend import RayOptions
 
@@ -308,12 +322,14 @@ def sweep_command(args: argparse.Namespace) -> int:
     attacks = ["fgsm" if name == "fgsm" else [name, {"steps": args.steps}] for name in args.attacks]
     evaluation = EvalSpec(list(args.eval_eps), attacks, args.limit)
     backend = _backend_arguments(args)
-    hooks = _hooks() if args.backend == "local" else _cell_bar_hooks()
+    hooks, close_bar = _sweep_hooks(args.backend)
     try:
         results = run_sweep("sweep", base, cells, evaluation, args.out, **backend, **hooks)
     except CellsFailed as error:
+        close_bar()
         print(f"noiselab sweep: error: {error}", file=sys.stderr)
         return 2
+    close_bar()
     summary = summarize(robust_table(results)) if results["cells"] else None
     if summary is not None:
         print(summary.to_string(index=False))
@@ -324,10 +340,17 @@ def sweep_command(args: argparse.Namespace) -> int:
 
 def reproduce_command(args: argparse.Namespace) -> int:
     from .experiments import reproduce
+    from .experiments.sweep import CellsFailed
 
-    hooks = _hooks() if args.backend == "local" else _cell_bar_hooks()
-    output = reproduce(args.experiment, args.out, quick=args.quick, data_root=args.data_root, device=args.device,
-                       **_backend_arguments(args), **hooks)
+    hooks, close_bar = _sweep_hooks(args.backend)
+    try:
+        output = reproduce(args.experiment, args.out, quick=args.quick, data_root=args.data_root,
+                           device=args.device, **_backend_arguments(args), **hooks)
+    except CellsFailed as error:
+        close_bar()
+        print(f"noiselab reproduce: error: {error}", file=sys.stderr)
+        return 2
+    close_bar()
     print(output["summary"].to_string(index=False, max_rows=60))
     for path in output["files"]:
         print(f"wrote {path}", file=sys.stderr)

@@ -172,3 +172,16 @@ def test_each_cell_asks_ray_for_a_gpu_where_there_is_one_else_for_cpus():
 def test_bad_ray_options_are_named(field, value, message):
     with pytest.raises(ValueError, match=message):
         RayOptions(**{field: value}).validate()
+
+
+def test_a_cell_that_raises_is_reported_once_not_retried_and_named_in_the_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "noiselab.cli", "sweep", "--dataset", "mnist", "--data-root",
+                             str(tmp_path / "nowhere"), "--methods", "vanilla", "noise", "--sigmas", "0.5",
+                             "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "out"), *RAY],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "2 cell(s) failed: vanilla (seed 0), noise σ=0.5 (seed 0): DataNotFoundError" in result.stderr
+    assert "--data-root" in result.stderr and "run the same command again" in result.stderr
+    status = read(tmp_path / "out", "status.json")
+    assert [(c["state"], c["attempt"]) for c in status["cells"].values()] == [("failed", 1)] * 2
+    assert all("DataNotFoundError" in c["error"] for c in status["cells"].values())

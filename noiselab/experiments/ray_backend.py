@@ -163,6 +163,10 @@ def _drive(ray, pending, evaluation, out, options, status, store, stop, progress
     told_to_stop = False
     while running:
         ready, _ = ray.wait(list(running), num_returns=len(running), timeout=options.report_interval)
+        reports = ray.get(board.snapshot.remote())
+        for key in running.values():  # what the cells said last (attempt, pid, step), finished ones included
+            if key in reports:
+                status.update(key, **reports[key])
         for ref in ready:
             key = running.pop(ref)
             title = status.payload["cells"][key]["label"]
@@ -183,10 +187,6 @@ def _drive(ray, pending, evaluation, out, options, status, store, stop, progress
             status.update(key, state="failed", error=failures[key])
             if progress:
                 progress(f"{title}: failed ({failures[key]})")
-        reports = ray.get(board.snapshot.remote())
-        for key in running.values():  # cells still in flight; finished ones keep the state the driver gave them
-            if key in reports:
-                status.update(key, **reports[key])
         status.flush()
         if on_status:
             on_status(status)

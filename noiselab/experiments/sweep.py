@@ -182,9 +182,14 @@ def run_sweep(
 
         failures = run_on_ray(pending, evaluation, out, ray_options, status, store, stop, progress, on_status)
         if failures:
+            by_error: dict[str, list[str]] = {}
+            for key in titles:  # in the grid's order, not the order the failures came in
+                if key in failures:
+                    by_error.setdefault(failures[key], []).append(titles[key])
             raise CellsFailed(f"{len(failures)} cell(s) failed: " + "; ".join(
-                f"{titles[key]}: {error}" for key, error in failures.items())
-                + f". The other cells are saved in {results_path}; fix the cause and run the sweep again")
+                f"{', '.join(names)}: {error}" for error, names in by_error.items())
+                + f"\nThe other cells are saved in {results_path} (noiselab status {out} shows each cell); "
+                "fix the cause and run the same command again")
     elif pending:
         _run_locally(pending, evaluation, out, status, store, titles, progress, on_train_progress, stop, on_status)
     write_json(results_path, results)
