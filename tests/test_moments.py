@@ -182,3 +182,53 @@ def test_moment_rule_variance_is_accurate_far_in_the_positive_tail_in_float32():
     assert mean.item() == pytest.approx(300.0)
     assert var.item() == pytest.approx(0.01, rel=1e-4)
     assert math.isfinite(var.item())
+
+
+# The closed-form gradients (moments._MomentReLU, moments._ClarkTree) against finite differences, in float64.
+
+def gaussians(shape, seed, mean_scale=2.0):
+    generator = torch.Generator().manual_seed(seed)
+    mean = (mean_scale * torch.randn(shape, generator=generator, dtype=torch.float64)).requires_grad_()
+    var = (0.02 + torch.rand(shape, generator=generator, dtype=torch.float64)).requires_grad_()
+    return mean, var
+
+
+def test_moment_relu_gradients_match_finite_differences():
+    mean, var = gaussians((300,), 3, mean_scale=3.0)
+    assert torch.autograd.gradcheck(lambda m, v: relu_moments(m, v, "moment"), (mean, var))
+
+
+def test_clark_max_of_two_gradients_match_finite_differences():
+    mean_a, var_a = gaussians((200,), 4)
+    mean_b, var_b = gaussians((200,), 5)
+    assert torch.autograd.gradcheck(max2_moments, (mean_a, var_a, mean_b, var_b))
+
+
+@pytest.mark.parametrize("shape, kernel, stride", [
+    ((2, 3, 6, 6), 2, None),    # windows side by side, the usual 2x2 pool
+    ((2, 2, 7, 5), 2, None),    # an odd row and column left out, as F.max_pool2d does
+    ((2, 2, 7, 7), 3, 2),       # overlapping windows of 9: a tree with an odd element carried over
+    ((1, 2, 4, 6), (1, 3), None),
+])
+def test_clark_pool_gradients_match_finite_differences(shape, kernel, stride):
+    mean, var = gaussians(shape, 6)
+    assert torch.autograd.gradcheck(lambda m, v: maxpool_moments(m, v, "clark", kernel, stride), (mean, var))
+    out_mean, _ = maxpool_moments(mean, var, "clark", kernel, stride)
+    assert out_mean.shape == torch.nn.functional.max_pool2d(mean, kernel, stride).shape
+
+
+def test_clark_max_of_a_constant_and_a_barely_random_input_has_the_one_sided_gradient():
+    """max(A, b) with A ~ N(1, v), b = 0.3 fixed: Var = v for small v, so dVar/dv = 1 at v = 0 (not 0)."""
+    tensors = [torch.tensor([x], dtype=torch.float64, requires_grad=True) for x in (1.0, 0.0, 0.3, 0.0)]
+    _, var = max2_moments(*tensors)
+    grads = torch.autograd.grad(var.sum(), tensors)
+    assert [float(g) for g in grads] == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_normal_cdf_keeps_the_lower_tail():
+    from scipy import special
+
+    from noiselab.moments import normal_cdf
+
+    z = torch.linspace(-37, 8, 451, dtype=torch.float64)
+    torch.testing.assert_close(normal_cdf(z), torch.from_numpy(special.ndtr(z.numpy())), rtol=1e-12, atol=0)
