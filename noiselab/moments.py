@@ -27,6 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 # Variances below this are treated as this under square roots (std >= 1e-6): small enough to be
 # invisible next to float32 activations, large enough that 1/sqrt stays far from overflow.
@@ -109,6 +110,7 @@ class _MomentReLU(torch.autograd.Function):
         return out_mean, out_var
 
     @staticmethod
+    @once_differentiable  # the saved tensors carry no graph: a second derivative raises instead of being wrong
     def backward(ctx, grad_mean: Tensor, grad_var: Tensor):
         std, a, cdf, pdf, q, out_mean, keeps_var, grows = ctx.saved_tensors
         grad_var = torch.where(keeps_var, grad_var, 0.0)
@@ -194,6 +196,7 @@ class _ClarkTree(torch.autograd.Function):
         return means[0], vars_[0]
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_mean: Tensor, grad_var: Tensor):
         saved_tensors = ctx.saved_tensors
         grad_means, grad_vars = grad_mean.unsqueeze(0), grad_var.unsqueeze(0)
