@@ -162,3 +162,37 @@ def activation_map(activation: Tensor, channel: int | None = None, width: int | 
         padded[: activation.numel()] = activation
         return padded.view(rows, width)
     raise ValueError(f"activation must be one example's (C, H, W) or (F,) tensor, got shape {tuple(activation.shape)}")
+
+
+@dataclass(frozen=True)
+class MeanPathGap:
+    index: int          # position from the noise entry on (0: the first pre-activation)
+    name: str           # the layer's dotted name in the model
+    kind: str           # its class, e.g. "ReLU"
+    gap: float          # relative difference between the propagated mean and the deterministic network's activation
+
+
+def mean_path_gaps(model: nn.Module, x: Tensor, sigma: float, relu: str = "paper",
+                   pool: str = "paper") -> list[MeanPathGap]:
+    """Is the propagated mean the deterministic network? Per layer from the noise entry on, relative_error of the
+    closed-form mean (under `relu` and `pool`) against the activation of the network without noise, same x.
+
+    Under the paper's rules (ReLU mean = max(mu, 0), max-pool mean = max of the means) the noise's zero mean leaves
+    every mean equal to the deterministic activation, whatever sigma: the gaps are exactly 0 and sigma reaches the
+    loss only through the variances. The moment rules move the mean with sigma.
+    """
+    from .propagate import propagate
+
+    layers = sequential_layers(model)
+    check_input(model, x)
+    check_sigma(sigma)
+    with torch.no_grad():
+        _, closed = propagate(model, x, sigma, relu=relu, pool=pool, return_layers=True)
+        deterministic = []
+        h = x
+        for index, (_, layer) in enumerate(layers):
+            h = layer(h)
+            if index >= _noise_entry(layers):
+                deterministic.append(h)
+    return [MeanPathGap(index, c.name, c.kind, relative_error(c.mean, d))
+            for index, (c, d) in enumerate(zip(closed, deterministic))]

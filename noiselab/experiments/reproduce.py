@@ -20,6 +20,7 @@ import torch
 from ..charts import censoring_chart, clean_accuracy_chart, robustness_chart, save_chart, sigma_trajectory_chart
 from ..moments import censoring_curves
 from ..train import TrainConfig
+from .ablations import meanpath
 from .adaptive import fig7
 from .records import check_output_folder, environment, write_json
 from .sweep import EvalSpec, cell_label, robust_table, run_sweep, summarize
@@ -193,7 +194,7 @@ def table1(out: Path, quick: bool = False, data_root: str | None = None, device:
 
 
 EXPERIMENTS: dict[str, Callable[..., dict]] = {"fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6,
-                                               "fig7": fig7, "table1": table1}
+                                               "fig7": fig7, "table1": table1, "meanpath": meanpath}
 
 
 RAY_READY = ("fig4", "fig5", "fig6")  # plain sweeps; table1 records σ at every step and fig7 its own rows in-process
