@@ -71,6 +71,9 @@ def test_censoring_explorer_sigma_box_rejects_nonpositive_values_with_a_message(
     assert histogram["n"] == 60 and max(histogram["right"]) == pytest.approx(2.0)  # mu + 4 sigma
     explorer.sigma.value = 2.0  # the slider writes back into the box
     assert explorer.sigma_text.value == 2.0
+    explorer.sigma.value = 0.1 + 1.05  # 1.1500000000000001 in floating point: the message shows what a person typed
+    explorer.sigma_text.value = -2.0
+    assert "σ stays 1.15." in explorer.message.value
 
 
 def test_chart_data_set_before_display_survives_the_browser_drawing_the_chart():

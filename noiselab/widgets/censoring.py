@@ -126,7 +126,7 @@ class CensoringExplorer:
         low, high = SIGMA_RANGE
         if value is None or not math.isfinite(value) or not low <= value <= high:
             self.message.value = (f"<span style='color:#b00'>σ must be a number in [{low}, {high}] (a standard "
-                                  f"deviation is > 0); got {html.escape(str(value))}. σ stays {self.sigma.value}."
+                                  f"deviation is > 0); got {html.escape(str(value))}. σ stays {self.sigma.value:g}."
                                   "</span>")
             return
         self.message.value = ""
