@@ -160,7 +160,6 @@ def fig6(out: Path, quick: bool = False, data_root: str | None = None, device: s
 
 def table1(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
     base, cells, clean_only = _table1_grid(quick, data_root, device)
-    variants = TABLE1_VARIANTS
     trajectory: list[dict] = []
 
     def record(overrides: dict, progress) -> None:
@@ -171,7 +170,7 @@ def table1(out: Path, quick: bool = False, data_root: str | None = None, device:
 
     results = run_sweep("table1", base, cells, clean_only, out, progress=hooks.get("progress"),
                         on_train_progress=record, stop=hooks.get("stop"))
-    names = {alpha: name for name, alpha in variants.items()}
+    names = {alpha: name for name, alpha in TABLE1_VARIANTS.items()}
     # trajectories of this run are kept beside the results; cells finished in an earlier run keep their history
     stored = results.setdefault("trajectories", [])
     stored += trajectory

@@ -47,7 +47,12 @@ class SweepStatus:
             self._written = now
 
     def counts(self) -> Counter:
-        return Counter(cell["state"] for cell in self.payload["cells"].values())
+        return state_counts(self.payload)
+
+
+def state_counts(status: dict) -> Counter:
+    """How many cells are in each state, in a status payload (live or read back from status.json)."""
+    return Counter(cell["state"] for cell in status["cells"].values())
 
 
 def read_status(out: str | Path) -> dict:
@@ -67,7 +72,7 @@ def format_status(status: dict) -> str:
         if cell.get("error"):
             where = f"{where}: {cell['error']}" if where else cell["error"]
         lines.append(f"{cell['label'][:28]:<28} {cell['state']:<10} {cell.get('attempt', ''):>7} {step:>13}  {where}")
-    counts = Counter(cell["state"] for cell in status["cells"].values())
+    counts = state_counts(status)
     age = time.time() - status["updated"]
     lines.append(", ".join(f"{counts[s]} {s}" for s in STATES if counts[s])
                  + f" ({status['backend']} backend; written {age:.0f} s ago)")
