@@ -172,10 +172,16 @@ class MeanPathGap:
     gap: float          # relative difference between the propagated mean and the deterministic network's activation
 
 
-def mean_path_gaps(model: nn.Module, x: Tensor, sigma: float, relu: str = "paper",
-                   pool: str = "paper") -> list[MeanPathGap]:
+@dataclass(frozen=True)
+class MeanPath:
+    gaps: list[MeanPathGap]  # one per layer from the noise entry on
+    agreement: float         # fraction of the inputs whose propagated mean picks the network's class
+
+
+def mean_path(model: nn.Module, x: Tensor, sigma: float, relu: str = "paper", pool: str = "paper") -> MeanPath:
     """Is the propagated mean the deterministic network? Per layer from the noise entry on, relative_error of the
-    closed-form mean (under `relu` and `pool`) against the activation of the network without noise, same x.
+    closed-form mean (under `relu` and `pool`) against the activation of the network without noise, same x; and
+    how often the propagated output mean picks the network's class.
 
     Under the paper's rules (ReLU mean = max(mu, 0), max-pool mean = max of the means) the noise's zero mean leaves
     every mean equal to the deterministic activation, whatever sigma: the gaps are exactly 0 and sigma reaches the
@@ -194,5 +200,13 @@ def mean_path_gaps(model: nn.Module, x: Tensor, sigma: float, relu: str = "paper
             h = layer(h)
             if index >= _noise_entry(layers):
                 deterministic.append(h)
-    return [MeanPathGap(index, c.name, c.kind, relative_error(c.mean, d))
+    gaps = [MeanPathGap(index, c.name, c.kind, relative_error(c.mean, d))
             for index, (c, d) in enumerate(zip(closed, deterministic))]
+    agreement = float((closed[-1].mean.argmax(1) == deterministic[-1].argmax(1)).float().mean())
+    return MeanPath(gaps, agreement)
+
+
+def mean_path_gaps(model: nn.Module, x: Tensor, sigma: float, relu: str = "paper",
+                   pool: str = "paper") -> list[MeanPathGap]:
+    """The per-layer gaps of mean_path (see there)."""
+    return mean_path(model, x, sigma, relu, pool).gaps

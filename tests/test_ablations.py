@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from noiselab.layerwise import mean_path_gaps
+from noiselab.layerwise import mean_path, mean_path_gaps
 from noiselab.models import DemoCNN
 
 
@@ -21,7 +21,9 @@ def small_model_and_digits():
 @pytest.mark.parametrize("sigma", [0.3, 1.0, 2.5])
 def test_under_the_paper_rules_the_propagated_mean_is_the_network_whatever_sigma(small_model_and_digits, sigma):
     model, x = small_model_and_digits
+    path = mean_path(model, x, sigma, relu="paper", pool="paper")
     gaps = mean_path_gaps(model, x, sigma, relu="paper", pool="paper")
+    assert gaps == path.gaps and path.agreement == 1.0
     assert len(gaps) == len(list(model)) and [g.kind for g in gaps][:2] == ["Conv2d", "ReLU"]
     assert all(g.gap == 0.0 for g in gaps)  # exactly: the same ops on the same numbers
 

@@ -4,7 +4,7 @@
 
 meanpath: is the propagated mean the deterministic network's output? For each starter model (LeNet5 trained on the
 embedded digits: vanilla, noise σ = 0.3 and 0.8, PGD-AT), each rule set and a grid of σ, the relative gap between
-the closed-form mean and the noise-free activation at every layer (noiselab.layerwise.mean_path_gaps), and how
+the closed-form mean and the noise-free activation at every layer (noiselab.layerwise.mean_path), and how
 often the propagated mean picks the network's class. No randomness is involved (closed forms on fixed weights):
 the one seed is the one the starter models were trained with.
 """
@@ -14,13 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from .. import data as data_module
 from ..charts import save_chart
 from ..charts.ablations import mean_path_chart
-from ..layerwise import mean_path_gaps
-from ..propagate import propagate
+from ..layerwise import mean_path
 from ..starter import load_starter_models
 from ..train import resolve_device
 from .records import environment, write_json
@@ -36,18 +34,13 @@ def meanpath(out: Path, quick: bool = False, device: str = "auto", **_) -> dict:
     rows = []
     for lab_model in load_starter_models():
         model = lab_model.model.to(device_).eval()
-        with torch.no_grad():
-            predicted = model(x).argmax(1)
         for relu, pool in RULE_SETS:
             for sigma in sigmas:
-                gaps = mean_path_gaps(model, x, sigma, relu, pool)
-                with torch.no_grad():
-                    agreement = float((propagate(model, x, sigma, relu=relu, pool=pool).mean.argmax(1)
-                                       == predicted).float().mean())
-                for gap in gaps:
+                path = mean_path(model, x, sigma, relu, pool)
+                for gap in path.gaps:
                     rows.append({"model": lab_model.name, "rules": f"{relu}/{pool}", "sigma": sigma,
                                  "layer": gap.index, "name": gap.name, "kind": gap.kind, "gap": gap.gap,
-                                 "is_output": gap.index == len(gaps) - 1, "agreement": agreement})
+                                 "is_output": gap.index == len(path.gaps) - 1, "agreement": path.agreement})
     table = pd.DataFrame(rows)
     table.to_csv(out / "meanpath.csv", index=False)
     write_json(out / "results.json", {"experiment": "meanpath", "quick": quick, "sigmas": sigmas, "images": limit,
