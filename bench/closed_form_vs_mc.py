@@ -23,13 +23,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from timing import timed  # noqa: E402
 
 from noiselab import data as data_module  # noqa: E402
 from noiselab.experiments.records import environment, write_json  # noqa: E402
@@ -42,16 +44,7 @@ RULE_SETS = [("paper", "paper"), ("moment", "clark")]
 
 
 def median_seconds(function, repeats: int, device: torch.device) -> float:
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(device, function) for _ in range(repeats))
 
 
 def main(argv: list[str] | None = None) -> int:

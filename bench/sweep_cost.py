@@ -26,7 +26,6 @@ import argparse
 import heapq
 import math
 import sys
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -36,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from timing import timed  # noqa: E402
 from train_cost import seconds_per_step  # noqa: E402
 
 from noiselab import data as data_module  # noqa: E402
@@ -57,16 +57,6 @@ def synthetic(dataset: str, train: int, test: int, device: torch.device) -> data
     labels = torch.randint(0, 10, (train + test,), generator=generator).to(device)
     return data_module.Dataset(f"synthetic {dataset}", images[:train], labels[:train], images[train:], labels[train:],
                                tuple(str(c) for c in range(10)), "random pixels")
-
-
-def timed(device: torch.device, function, *args, **kwargs) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    function(*args, **kwargs)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def measure_training(config: TrainConfig, device: torch.device, warmup: int, steps: int, batch: int) -> dict:
