@@ -185,3 +185,14 @@ def test_a_cell_that_raises_is_reported_once_not_retried_and_named_in_the_error(
     status = read(tmp_path / "out", "status.json")
     assert [(c["state"], c["attempt"]) for c in status["cells"].values()] == [("failed", 1)] * 2
     assert all("DataNotFoundError" in c["error"] for c in status["cells"].values())
+
+
+def test_unknown_backend_and_a_folder_without_a_sweep_are_named(tmp_path):
+    from noiselab.experiments import EvalSpec, run_sweep
+    from noiselab.train import TrainConfig
+
+    with pytest.raises(ValueError, match=r"unknown backend 'dask'; choose one of \('local', 'ray'\)"):
+        run_sweep("sweep", TrainConfig(), [{"method": "vanilla"}], EvalSpec(), tmp_path, backend="dask")
+    shown = subprocess.run([sys.executable, "-m", "noiselab.cli", "status", str(tmp_path)], capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 2 and "no sweep status in" in shown.stderr and "Traceback" not in shown.stderr
