@@ -213,7 +213,8 @@ def test_training_negative_sigma_tiny_run_and_stop(browser, voila):
     stopped.wait_for(state="visible", timeout=30_000)
     steps = int(re.search(r"stopped after (\d+) of", stopped.inner_text()).group(1))
     assert steps < 79 * 20
-    assert panel.get_by_role("button", name="Train").is_enabled()
+    # the outcome is announced after the panel is usable again: Train is enabled by then
+    expect(panel.get_by_role("button", name="Train")).to_be_enabled(timeout=2_000)
     page.goto("about:blank")
     page.context.close()
 

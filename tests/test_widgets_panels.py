@@ -76,6 +76,9 @@ def test_stop_ends_a_long_run_within_a_batch_and_the_panel_stays_usable(digits):
     panel.method.value = "vanilla"
     _long_run(panel)
     assert panel.running and panel.train_button.disabled
+    # what the Train button showed when each status line was written
+    seen = []
+    panel.status.observe(lambda change: seen.append((change["new"], panel.train_button.disabled)), "value")
     clicked = time.perf_counter()
     panel.stop_button.click()
     assert panel.wait(10), "Stop did not end the run"
@@ -84,6 +87,8 @@ def test_stop_ends_a_long_run_within_a_batch_and_the_panel_stays_usable(digits):
     assert "stopped" in panel.status.value and len(models) == 0  # a stopped run is not added
     assert not panel.train_button.disabled and panel.stop_button.disabled
     assert panel.progress.value < panel.progress.max
+    # the outcome is announced once the panel is usable: a browser never sees "stopped" beside a disabled Train
+    assert "stopped after" in seen[-1][0] and seen[-1][1] is False
     # usable afterwards: a tiny run completes
     panel.train_limit.value, panel.epochs.value = 200, 1
     panel.train_button.click()

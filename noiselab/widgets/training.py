@@ -294,34 +294,36 @@ class TrainingPanel:
                 clocks["chart"] = time.perf_counter()
                 clocks["chart_cost"] = clocks["chart"] - now
 
+        final_status = html_text("failed", ERROR)
         try:
             self.status.value = html_text(f"loading {config.dataset}…", NOTE)
             dataset = self._dataset(config.dataset, config.data_root)
             self.status.value = html_text(f"training {model_name(config)}…", NOTE)
             result = train(config, data=dataset, progress=progress, stop=stop)
         except Exception as error:  # shown in the panel; the kernel and the panel stay usable
-            self.status.value = html_text("failed", ERROR)
             self.message.value = html_text(f"Training failed: {type(error).__name__}: {error}", ERROR)
             self.progress.bar_style = "danger"
         else:
-            self._finish(config, result, time.perf_counter() - start)
+            final_status = self._finish(config, result, time.perf_counter() - start)
         finally:
             if self._rows:
                 self.chart.chart = training_chart(self._frame(), learnable_sigma=config.learnable_sigma)
             if BUSY_MESSAGE in self.message.value:  # the refused click's message is stale once the run is over
                 self.message.value = ""
             self.train_button.disabled, self.stop_button.disabled = False, True
+            # the outcome is announced last, once the panel is usable again
+            self.status.value = final_status
 
-    def _finish(self, config: TrainConfig, result: TrainResult, seconds: float) -> None:
+    def _finish(self, config: TrainConfig, result: TrainResult, seconds: float) -> str:
+        """Keep a finished run's model; return the status line that announces the outcome."""
         self.result = result
         if self._rows:
             self.progress.max, self.progress.value = max(self.progress.max, self._rows[-1][0]), self._rows[-1][0]
         self.steps_per_second = result.steps / seconds if seconds > 0 else None
         if result.stopped:
             self.progress.bar_style = "warning"
-            self.status.value = html_text(f"stopped after {result.steps} of {self.progress.max} steps; a stopped run "
-                                          "is not added to the models", NOTE)
-            return
+            return html_text(f"stopped after {result.steps} of {self.progress.max} steps; a stopped run "
+                             "is not added to the models", NOTE)
         final_sigma = float(result.sigma().detach()) if isinstance(result.sigma, LearnableSigma) \
             else float(result.sigma)
         name = self._unique(model_name(config, final_sigma))
@@ -333,8 +335,8 @@ class TrainingPanel:
         ))
         self.progress.bar_style = "success"
         rate = f", {self.steps_per_second:.1f} steps/s" if self.steps_per_second else ""
-        self.status.value = html_text(f"done: test accuracy {accuracy:.3f} — added “{name}” to the models "
-                                      f"({result.steps} steps in {seconds:.1f} s{rate})", OK)
+        return html_text(f"done: test accuracy {accuracy:.3f} — added “{name}” to the models "
+                         f"({result.steps} steps in {seconds:.1f} s{rate})", OK)
 
     def _unique(self, name: str) -> str:
         candidate, number = name, 2
