@@ -120,7 +120,8 @@ METHODS_NAMES = ("vanilla", "noise", "sampled", "pgd_at", "fgsm_rs")
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from .data import DATASETS
-    from .train import METHODS, TrainConfig
+    from .propagate import NOISE_PLACEMENTS
+    from .train import METHODS, NOISE_LOSSES, TrainConfig
 
     defaults = TrainConfig()
     parser.add_argument("--method", choices=list(METHODS), default=defaults.method)
@@ -136,6 +137,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bimodel-alpha", type=_nonnegative_float, default=defaults.bimodel_alpha)
     parser.add_argument("--relu", choices=RELU_RULES, default=defaults.relu)
     parser.add_argument("--pool", choices=POOL_RULES, default=defaults.pool)
+    parser.add_argument("--loss", choices=list(NOISE_LOSSES), default=defaults.loss,
+                        help="noise: the stochastic loss, one of its terms alone, or cross-entropy on the means")
+    parser.add_argument("--noise-at", choices=NOISE_PLACEMENTS, default=defaults.noise_at,
+                        help="noise, sampled: the first pre-activation (the paper) or the input")
     parser.add_argument("--eps", type=_eps, default=defaults.eps, help="budget of pgd_at and fgsm_rs")
     parser.add_argument("--eps-warmup", type=_eps, default=defaults.eps_warmup,
                         help="ramp eps up linearly over this fraction of the steps (pgd_at, fgsm_rs)")
@@ -409,9 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     status_parser = commands.add_parser("status", help="where each cell of a sweep stands (while it runs too)")
     status_parser.add_argument("out", help="the sweep's output folder")
 
-    reproduce_parser = commands.add_parser("reproduce", help="one of the paper's figures or tables")
-    reproduce_parser.add_argument("experiment", choices=["fig3", "fig4", "fig5", "fig6", "fig7", "table1",
-                                                         "meanpath"])
+    reproduce_parser = commands.add_parser("reproduce", help="one of the paper's figures or tables, or an ablation")
+    reproduce_parser.add_argument("experiment", choices=["fig3", "fig4", "fig5", "fig6", "fig7", "table1", "meanpath",
+                                                         "losses", "placement"])
     reproduce_parser.add_argument("--quick", action="store_true", help="minutes on a CPU: small data, few epochs")
     reproduce_parser.add_argument("--out", default="results", help="writes into OUT/EXPERIMENT/")
     reproduce_parser.add_argument("--data-root", default=None, help="folder of the data set (full runs)")

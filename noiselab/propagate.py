@@ -101,6 +101,13 @@ PROPAGATION_RULES: dict[type, RuleFn] = {
 }
 
 NOISE_ENTRY_TYPES = (nn.Conv2d, nn.Linear)
+NOISE_PLACEMENTS = ("preact", "input")  # the paper's first pre-activation, or the input (as randomized smoothing)
+
+
+def check_noise_at(noise_at: str) -> None:
+    if noise_at not in NOISE_PLACEMENTS:
+        raise ValueError(f"noise_at must be one of {NOISE_PLACEMENTS} (the first pre-activation, as in the paper, "
+                         f"or the input), got {noise_at!r}")
 
 
 def _rule_for(layer: nn.Module) -> RuleFn | None:
@@ -158,19 +165,24 @@ def propagate_unchecked(
     sigma: float | Tensor,
     rules: Rules,
     return_layers: bool = False,
+    noise_at: str = "preact",
 ) -> tuple[Gaussian, list[LayerMoments]]:
     """propagate() without input checks, for hot loops whose inputs are already checked once."""
-    entry = _noise_entry(layers)
-    mean = x
-    for _, layer in layers[:entry]:
-        mean = layer(mean)
-    name, first = layers[entry]
-    mean = first(mean)  # (B, C, H, W) or (B, F): the first pre-activation; noise enters here
-    var = _variance(sigma, mean)
     record: list[LayerMoments] = []
-    if return_layers:
-        record.append(LayerMoments(name, type(first).__name__, mean, var))
-    for name, layer in layers[entry + 1 :]:
+    if noise_at == "input":  # x + nu: every layer, the first one included, carries the variance
+        mean, var, rest = x, _variance(sigma, x), layers
+    else:
+        entry = _noise_entry(layers)
+        mean = x
+        for _, layer in layers[:entry]:
+            mean = layer(mean)
+        name, first = layers[entry]
+        mean = first(mean)  # (B, C, H, W) or (B, F): the first pre-activation; noise enters here
+        var = _variance(sigma, mean)
+        if return_layers:
+            record.append(LayerMoments(name, type(first).__name__, mean, var))
+        rest = layers[entry + 1 :]
+    for name, layer in rest:
         mean, var = _rule_for(layer)(layer, mean, var, rules)
         if return_layers:
             record.append(LayerMoments(name, type(layer).__name__, mean, var))
@@ -184,6 +196,7 @@ def propagate(
     relu: str = "paper",
     pool: str = "paper",
     return_layers: bool = False,
+    noise_at: str = "preact",
 ):
     """Propagate N(0, sigma^2) noise, added to the first layer's pre-activation, through `model` in closed form.
 
@@ -194,6 +207,8 @@ def propagate(
         relu: "paper" (mode/Laplace approximation) or "moment" (exact moment matching).
         pool: "paper" (max of means, variance of the winner) or "clark" (Clark's moment-matched max).
         return_layers: also return the Gaussian after every layer from the noise entry on.
+        noise_at: "preact" (the paper: the first Conv2d/Linear's output) or "input" (x + noise, as in randomized
+            smoothing; the first layer then carries sigma^2 * sum of its squared weights).
 
     Returns:
         Gaussian(mean, var) of the output, each (B, classes); with return_layers=True, a pair
@@ -202,9 +217,10 @@ def propagate(
     _check_rule(relu, RELU_RULES, "relu")
     _check_rule(pool, POOL_RULES, "pool")
     check_sigma(sigma)
+    check_noise_at(noise_at)
     layers = sequential_layers(model)
     check_input(model, x)
-    output, record = propagate_unchecked(layers, x, sigma, Rules(relu, pool), return_layers)
+    output, record = propagate_unchecked(layers, x, sigma, Rules(relu, pool), return_layers, noise_at)
     return (output, record) if return_layers else output
 
 
@@ -247,15 +263,17 @@ def monte_carlo(
     samples: int,
     seed: int | None = None,
     return_layers: bool = False,
+    noise_at: str = "preact",
 ):
     """The same first-layer noise injected by sampling: the empirical mean and (unbiased) variance over `samples` draws.
 
     Draws are run in chunks, so memory stays bounded for any `samples`. With a seed the result is
     reproducible on the same device. Returns Gaussian(mean, var), or (Gaussian, list[LayerMoments])
-    with return_layers=True, with the same layer names as propagate().
+    with return_layers=True, with the same layer names as propagate(). noise_at as in propagate().
     """
     check_positive_int(samples, "samples")
     check_sigma(sigma)
+    check_noise_at(noise_at)
     layers = sequential_layers(model)
     check_input(model, x)
     sigma_value = float(sigma.detach()) if isinstance(sigma, Tensor) else float(sigma)
@@ -263,23 +281,27 @@ def monte_carlo(
     if seed is not None:
         generator = torch.Generator(device=x.device).manual_seed(seed)
 
-    entry = _noise_entry(layers)
-    pre = x
-    for _, layer in layers[: entry + 1]:
-        pre = layer(pre)  # (B, ...) the first pre-activation, computed once
+    if noise_at == "input":
+        pre, after, names = x, layers, list(layers)
+    else:
+        entry = _noise_entry(layers)
+        pre = x
+        for _, layer in layers[: entry + 1]:
+            pre = layer(pre)  # (B, ...) the first pre-activation, computed once
+        after = layers[entry + 1 :]
+        names = [layers[entry]] + after
     batch = pre.shape[0]
     per_sample = max(pre[0].numel() * batch, 1)
     chunk_samples = max(1, min(samples, MC_CHUNK_ELEMENTS // per_sample))
 
-    names = [layers[entry]] + layers[entry + 1 :]
     stats = [_RunningMoments() for _ in names] if return_layers else [_RunningMoments()]
     done = 0
     while done < samples:
         n = min(chunk_samples, samples - done)
         noise = torch.randn((n,) + tuple(pre.shape), generator=generator, device=pre.device, dtype=pre.dtype)
         h = (pre.unsqueeze(0) + sigma_value * noise).flatten(0, 1)  # (n*B, ...)
-        outputs = [h] if return_layers else []
-        for _, layer in layers[entry + 1 :]:
+        outputs = [h] if return_layers and noise_at == "preact" else []  # the noisy pre-activation is a layer's
+        for _, layer in after:
             h = layer(h)
             if return_layers:
                 outputs.append(h)

@@ -6,9 +6,13 @@
 Methods (METHODS):
   vanilla  cross-entropy on the deterministic network.
   noise    the paper: first-layer noise propagated in closed form, the stochastic loss; sigma fixed or learnable
-           (learnable_sigma), with the Bimodel term -alpha sigma^2 when bimodel_alpha > 0.
+           (learnable_sigma), with the Bimodel term -alpha sigma^2 when bimodel_alpha > 0. For the ablations,
+           `loss` picks the stochastic loss (default), its MSE term alone, its probability term alone, or
+           cross-entropy on the propagated means (NOISE_LOSSES).
   sampled  the same first-layer noise drawn at random each step, with cross-entropy: the obvious baseline the
            closed form has to beat.
+  Both noise methods add the noise at the first pre-activation (noise_at="preact", the paper) or to the input
+  (noise_at="input", as randomized smoothing does).
   pgd_at   Madry et al.'s PGD adversarial training at eps (pgd_steps steps of 2.5 eps / steps, random start).
   fgsm_rs  Wong et al.'s fast adversarial training: FGSM from a random start, step 1.25 eps.
   Both can ramp eps up linearly over the first eps_warmup fraction of the steps (common practice on MNIST at
@@ -40,7 +44,16 @@ from .defenses import noisy_logits_unchecked
 from .loss import LearnableSigma, _terms
 from .models import MODELS, build
 from .moments import POOL_RULES, RELU_RULES
-from .propagate import Rules, propagate_unchecked, sequential_layers
+from .propagate import Rules, check_noise_at, propagate_unchecked, sequential_layers
+
+# the noise method's training losses, for the loss ablation: name -> what it is
+NOISE_LOSSES = {
+    "stochastic": "the paper's stochastic loss: MSE term minus probability term",
+    "mse": "the stochastic loss's MSE term alone (the variance plays no part)",
+    "prob": "the stochastic loss's probability term alone (maximised)",
+    "ce_mean": "cross-entropy on the propagated means",
+}
+NOISE_METHODS = ("noise", "sampled")
 
 
 @dataclass
@@ -59,6 +72,8 @@ class TrainConfig:
     bimodel_alpha: float = 0.0   # > 0 adds -alpha sigma^2 (the paper's Bimodel uses 0.25)
     relu: str = "paper"
     pool: str = "paper"
+    loss: str = "stochastic"     # noise: see NOISE_LOSSES
+    noise_at: str = "preact"     # noise, sampled: "preact" (the paper) or "input"
     eps: float = 0.3             # pgd_at, fgsm_rs
     eps_warmup: float = 0.0      # pgd_at, fgsm_rs: ramp eps linearly from 0 over this fraction of all steps
     pgd_steps: int = 10
@@ -75,6 +90,14 @@ class TrainConfig:
             raise ValueError(f"unknown model {self.model!r}; choose one of {tuple(MODELS)}")
         if self.relu not in RELU_RULES or self.pool not in POOL_RULES:
             raise ValueError(f"relu must be one of {RELU_RULES} and pool one of {POOL_RULES}")
+        if self.loss not in NOISE_LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {tuple(NOISE_LOSSES)}")
+        if self.loss != "stochastic" and self.method != "noise":
+            raise ValueError(f"loss={self.loss!r} applies to the noise method only (method is {self.method!r})")
+        check_noise_at(self.noise_at)
+        if self.noise_at != "preact" and self.method not in NOISE_METHODS:
+            raise ValueError(f"noise_at={self.noise_at!r} applies to the methods {NOISE_METHODS} only "
+                             f"(method is {self.method!r})")
         for name in ("epochs", "batch_size", "pgd_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -157,16 +180,25 @@ def _vanilla(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 def _noise(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     sigma = _sigma_value(ctx.sigma)
-    output, _ = propagate_unchecked(ctx.layers, x, sigma, Rules(ctx.config.relu, ctx.config.pool))
-    mse, prob = _terms(output.mean, output.var, y)
-    loss = (mse - prob).mean()
+    output, _ = propagate_unchecked(ctx.layers, x, sigma, Rules(ctx.config.relu, ctx.config.pool),
+                                    noise_at=ctx.config.noise_at)
+    if ctx.config.loss == "ce_mean":
+        loss = F.cross_entropy(output.mean, y)
+    else:
+        mse, prob = _terms(output.mean, output.var, y)
+        loss = {"stochastic": mse - prob, "mse": mse, "prob": -prob}[ctx.config.loss].mean()
     if ctx.config.bimodel_alpha > 0:
         loss = loss - ctx.config.bimodel_alpha * sigma**2
     return loss, output.mean
 
 
 def _sampled(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    logits = noisy_logits_unchecked(ctx.layers, x, _sigma_value(ctx.sigma), 1, ctx.generator)[0]
+    sigma = _sigma_value(ctx.sigma)
+    if ctx.config.noise_at == "input":
+        noise = torch.randn(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
+        logits = ctx.model(x + sigma * noise)
+    else:
+        logits = noisy_logits_unchecked(ctx.layers, x, sigma, 1, ctx.generator)[0]
     return F.cross_entropy(logits, y), logits
 
 
@@ -254,8 +286,9 @@ def train(
             raise ValueError("resume=True needs a checkpoint path")
         if checkpoint.exists():
             state = load_checkpoint(checkpoint, map_location=device)
-            if state["config"] != asdict(config):
-                changed = sorted(k for k in state["config"] if state["config"][k] != asdict(config).get(k))
+            stored = asdict(TrainConfig()) | state["config"]  # settings added since it was written: their defaults
+            if stored != asdict(config):
+                changed = sorted(k for k in stored if stored[k] != asdict(config).get(k))
                 raise ValueError(f"{checkpoint} was written with other settings ({', '.join(changed)}); "
                                  "resume with the same settings or start a new checkpoint")
             model.load_state_dict(state["model"])

@@ -1,4 +1,5 @@
-"""Issue 7's controls: the mean path under each rule set (core, and the reproduce experiment through the CLI)."""
+"""Issue 7's controls: the mean path under each rule set, the loss ablation and the noise placement (core,
+training, and the reproduce experiments through the real CLI)."""
 
 import json
 import subprocess
@@ -7,9 +8,14 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
+from noiselab import monte_carlo, propagate
 from noiselab.layerwise import mean_path, mean_path_gaps
+from noiselab.loss import stochastic_loss_terms
 from noiselab.models import DemoCNN
+from noiselab.propagate import sequential_layers
+from noiselab.train import NOISE_LOSSES, TrainConfig, _Context, _noise, _sampled, train
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +66,152 @@ def test_reproduce_meanpath_quick_writes_data_and_chart(tmp_path):
     assert json.loads((folder / "results.json").read_text())["environment"]["torch"]
     assert (folder / "meanpath.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "cdn.jsdelivr" not in (folder / "meanpath.html").read_text()
+
+
+# ---- noise placement: the closed form with the noise on the input ------------------------------------------------
+
+def test_input_noise_through_linear_layers_follows_the_diagonal_closed_form():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.Linear(7, 3)).double()
+    x = torch.rand(5, 1, 3, 4, dtype=torch.float64)
+    w1, w2 = model[1].weight, model[2].weight
+    # after the first layer the noise is N(0, 0.16 * W1 W1^T): the first layer's variance is exact
+    _, layers = propagate(model, x, 0.4, noise_at="input", return_layers=True)
+    torch.testing.assert_close(layers[1].var, (0.16 * w1.square().sum(1)).expand(5, 7))
+    # the second treats its inputs as independent (the diagonal Gaussian the whole closed form carries) ...
+    out = propagate(model, x, 0.4, noise_at="input")
+    torch.testing.assert_close(out.mean, model(x))
+    torch.testing.assert_close(out.var, (0.16 * w2.square() @ w1.square().sum(1)).expand(5, 3))
+    # ... while sampling sees the correlations: x + nu's output variance is 0.16 * diag((W2 W1)(W2 W1)^T)
+    sampled = monte_carlo(model, x, 0.4, samples=40_000, seed=0, noise_at="input")
+    torch.testing.assert_close(sampled.var, (0.16 * (w2 @ w1).square().sum(1)).expand(5, 3), rtol=0.03, atol=0)
+    # at the pre-activation the same sigma is another noise: its variance skips W1
+    preact = propagate(model, x, 0.4, noise_at="preact")
+    torch.testing.assert_close(preact.var, (0.16 * w2.square().sum(1)).expand(5, 3))
+
+
+def test_input_noise_enters_a_convolution_with_its_squared_weights(small_model_and_digits):
+    model, x = small_model_and_digits
+    _, layers = propagate(model, x, 0.3, relu="moment", pool="clark", return_layers=True, noise_at="input")
+    _, sampled = monte_carlo(model, x, 0.3, samples=4000, seed=0, return_layers=True, noise_at="input")
+    assert [layer.name for layer in layers] == [layer.name for layer in sampled]
+    conv = model[0]
+    expected = conv._conv_forward(torch.full_like(x, 0.09), conv.weight.square(), None)
+    torch.testing.assert_close(layers[0].var, expected)
+    relative = (layers[0].var - sampled[0].var).abs().sum() / sampled[0].var.sum()
+    assert relative < 0.05, float(relative)
+
+
+def test_a_bad_noise_placement_is_named():
+    model = DemoCNN()
+    with pytest.raises(ValueError, match="noise_at must be one of"):
+        propagate(model, torch.rand(2, 1, 28, 28), 0.5, noise_at="weights")
+    with pytest.raises(ValueError, match="noise_at"):
+        TrainConfig(method="noise", noise_at="output").validate()
+    with pytest.raises(ValueError, match="applies to the methods"):
+        TrainConfig(method="pgd_at", noise_at="input").validate()
+
+
+# ---- the loss ablation's training objectives ---------------------------------------------------------------------
+
+def _context(model, **settings):
+    config = TrainConfig(method="noise", **settings)
+    return _Context(model, sequential_layers(model), config.sigma, config, torch.Generator().manual_seed(0), 0.0)
+
+
+@pytest.mark.parametrize("loss", sorted(NOISE_LOSSES))
+def test_each_training_loss_is_the_term_it_names(small_model_and_digits, loss):
+    model, x = small_model_and_digits
+    y = torch.arange(6) % 10
+    value, logits = _noise(_context(model, loss=loss, sigma=0.7, relu="moment", pool="clark"), x, y)
+    out = propagate(model, x, 0.7, relu="moment", pool="clark")
+    mse, prob = stochastic_loss_terms(out.mean, out.var, y)
+    expected = {"stochastic": (mse - prob).mean(), "mse": mse.mean(), "prob": -prob.mean(),
+                "ce_mean": torch.nn.functional.cross_entropy(out.mean, y)}[loss]
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(logits, out.mean)
+
+
+def test_under_the_paper_rules_cross_entropy_on_the_means_is_vanilla_training():
+    # the mean path of the paper's rules is the network itself (test above), so this 'noise' training is vanilla
+    quick = dict(model="demo-cnn", train_limit=256, batch_size=64, epochs=1, device="cpu")
+    vanilla = train(TrainConfig(method="vanilla", **quick)).model.state_dict()
+    noise = train(TrainConfig(method="noise", loss="ce_mean", sigma=1.0, **quick)).model.state_dict()
+    for key in vanilla:
+        torch.testing.assert_close(noise[key], vanilla[key])
+    # ... while under the moment rules the noise reaches the means, and the weights differ
+    moment = train(TrainConfig(method="noise", loss="ce_mean", sigma=1.0, relu="moment", **quick)).model
+    assert not torch.allclose(moment.state_dict()["0.weight"], vanilla["0.weight"])
+
+
+def test_a_loss_other_than_the_stochastic_one_is_for_the_noise_method_only():
+    with pytest.raises(ValueError, match="unknown loss"):
+        TrainConfig(method="noise", loss="hinge").validate()
+    with pytest.raises(ValueError, match="noise method only"):
+        TrainConfig(method="sampled", loss="mse").validate()
+
+
+def test_sampled_input_noise_is_added_to_the_input(small_model_and_digits):
+    model, x = small_model_and_digits
+    y = torch.zeros(6, dtype=torch.long)
+    ctx = _context(model, sigma=0.5, noise_at="input")
+    ctx.config.method = "sampled"
+    _, logits = _sampled(ctx, x, y)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(logits, model(x + 0.5 * noise))
+
+
+def test_a_checkpoint_written_before_the_new_settings_resumes(tmp_path):
+    from noiselab.checkpoint import load_checkpoint, save_checkpoint
+
+    config = TrainConfig(method="vanilla", model="demo-cnn", train_limit=128, batch_size=64, epochs=2, device="cpu")
+    checkpoint = tmp_path / "old.pt"
+    stop = type("StopAfterOne", (), {"calls": 0, "is_set": lambda self: (setattr(self, "calls", self.calls + 1)
+                                                                         or self.calls > 2)})()
+    assert train(config, checkpoint=checkpoint, stop=stop).stopped
+    state = load_checkpoint(checkpoint)
+    for key in ("loss", "noise_at"):  # as written by noiselab before the ablations
+        del state["config"][key]
+    save_checkpoint(checkpoint, state)
+    resumed = train(config, checkpoint=checkpoint, resume=True)
+    assert not resumed.stopped and [row["epoch"] for row in resumed.history] == [1, 2]
+
+
+# ---- the two experiments through the CLI -------------------------------------------------------------------------
+
+def _reproduce(name, out):
+    result = subprocess.run([sys.executable, "-m", "noiselab.cli", "reproduce", name, "--quick", "--out", str(out),
+                             "--device", "cpu"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = out / name
+    assert (folder / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "cdn.jsdelivr" not in (folder / f"{name}.html").read_text()
+    return folder, json.loads((folder / "results.json").read_text())
+
+
+def test_reproduce_losses_quick_runs_every_loss_with_three_seeds(tmp_path):
+    folder, results = _reproduce("losses", tmp_path)
+    summary = pd.read_csv(folder / "losses.csv")
+    assert set(summary["label"]) == {"vanilla", "noise σ=0.5", "noise σ=0.5 loss=mse", "noise σ=0.5 loss=prob",
+                                     "noise σ=0.5 loss=ce_mean"}
+    assert (summary["seeds"] == 3).all() and set(summary["eps"]) == {0.0, 0.1, 0.2, 0.3}
+    assert len(results["cells"]) == 15 and results["evaluation"]["attacks"]
+    # the paper's rules: cross-entropy on the propagated means trains the very same network as vanilla
+    by_label = summary.set_index(["label", "eps"])["mean"]
+    for eps in (0.0, 0.1, 0.2, 0.3):
+        assert by_label[("noise σ=0.5 loss=ce_mean", eps)] == by_label[("vanilla", eps)]
+    # ... and the other losses train other networks
+    assert by_label[("noise σ=0.5 loss=mse", 0.1)] != by_label[("vanilla", 0.1)]
+
+
+def test_reproduce_placement_quick_puts_both_placements_on_one_clean_accuracy_axis(tmp_path):
+    folder, results = _reproduce("placement", tmp_path)
+    summary = pd.read_csv(folder / "placement.csv")
+    assert set(summary["placement"]) == {"preact", "input", "none (vanilla)"}
+    assert (summary["seeds"] == 3).all() and 0.0 not in set(summary["eps"])
+    assert len(results["cells"]) == 3 * (1 + 3 + 3)
+    assert summary["clean_mean"].between(0.1, 1).all() and summary["robust_mean"].between(0, 1).all()
+    # robust accuracy never exceeds clean accuracy for the same models
+    assert (summary["robust_mean"] <= summary["clean_mean"] + 1e-9).all()
+    assert {c["config"]["noise_at"] for c in results["cells"].values() if c["config"]["method"] == "noise"} == \
+        {"preact", "input"}

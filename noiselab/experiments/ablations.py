@@ -1,27 +1,48 @@
 """Ablations and controls a careful reader of the paper asks for (issue 7), as reproduce-style experiments.
 
     noiselab reproduce meanpath --quick --out results/     # seconds on a CPU: the starter LeNet5s, 100 digits
+    noiselab reproduce losses --quick --out results/       # minutes on a CPU: the embedded digits, DemoCNN, 3 seeds
+    noiselab reproduce placement --quick --out results/
+    noiselab reproduce losses --data-root ../shared/data/mnist --out results/   # full MNIST, LeNet5: for a GPU
 
 meanpath: is the propagated mean the deterministic network's output? For each starter model (LeNet5 trained on the
 embedded digits: vanilla, noise σ = 0.3 and 0.8, PGD-AT), each rule set and a grid of σ, the relative gap between
 the closed-form mean and the noise-free activation at every layer (noiselab.layerwise.mean_path), and how
 often the propagated mean picks the network's class. No randomness is involved (closed forms on fixed weights):
 the one seed is the one the starter models were trained with.
+
+losses: which part of the training objective buys the robustness? The same network, data and σ trained with the
+full stochastic loss, its MSE term alone, its probability term alone, cross-entropy on the propagated means, and
+plain cross-entropy without noise (vanilla); robust accuracy against ε under the same attacks, 3 seeds.
+
+placement: the noise at the first pre-activation (the paper) or on the input (as in randomized smoothing), each
+over a grid of σ, closed form and stochastic loss both times. The two σ scales are not comparable, so the
+comparison is robust accuracy against clean accuracy: at matched clean accuracy, which placement is more robust?
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from .. import data as data_module
 from ..charts import save_chart
-from ..charts.ablations import mean_path_chart
+from ..charts.ablations import mean_path_chart, placement_chart
 from ..layerwise import mean_path
 from ..starter import load_starter_models
-from ..train import resolve_device
+from ..train import NOISE_LOSSES, resolve_device
+from .presets import mnist_preset, robustness_figure
 from .records import environment, write_json
+from .sweep import robust_table, run_sweep
+
+ABLATION_SEEDS = 3          # the headline comparisons report at least 3 seeds, quick mode included
+LOSS_SIGMA = 0.5            # the σ of the loss ablation's noise-trained models
+PLACEMENT_SIGMAS = {        # (quick, full) grids; input noise is in pixel units, pre-activation noise in the layer's
+    "preact": ([0.3, 0.8, 2.0], [0.1, 0.3, 0.5, 0.8, 1.5, 2.5]),
+    "input": ([0.1, 0.3, 0.6], [0.05, 0.1, 0.2, 0.3, 0.5, 0.8]),
+}
 
 RULE_SETS = (("paper", "paper"), ("moment", "paper"), ("paper", "clark"), ("moment", "clark"))
 
@@ -49,3 +70,55 @@ def meanpath(out: Path, quick: bool = False, device: str = "auto", **_) -> dict:
     title = "Is the propagated mean the network's output?" + (" — quick mode" if quick else "")
     summary = table[table["is_output"]][["model", "rules", "sigma", "gap", "agreement"]].reset_index(drop=True)
     return {"summary": summary, "files": save_chart(mean_path_chart(table, title), out, "meanpath")}
+
+
+def _ablation_preset(quick: bool, data_root: str | None, device: str):
+    preset = mnist_preset(quick, data_root, device)
+    return replace(preset, seeds=max(preset.seeds, ABLATION_SEEDS))
+
+
+def loss_cells(seeds: int) -> list[dict]:
+    cells = []
+    for seed in range(seeds):
+        cells.append({"method": "vanilla", "seed": seed})
+        cells += [{"method": "noise", "sigma": LOSS_SIGMA, "loss": loss, "seed": seed} for loss in NOISE_LOSSES]
+    return cells
+
+
+def losses(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
+    preset = _ablation_preset(quick, data_root, device)
+    title = f"Loss ablation: robust accuracy vs ε, σ = {LOSS_SIGMA:g}" + (" — quick mode" if quick else "")
+    return robustness_figure("losses", preset, out, title, cells=loss_cells(preset.seeds), **hooks)
+
+
+def placement_cells(seeds: int, quick: bool) -> list[dict]:
+    cells = []
+    for seed in range(seeds):
+        cells.append({"method": "vanilla", "seed": seed})
+        for where, (quick_grid, full_grid) in PLACEMENT_SIGMAS.items():
+            cells += [{"method": "noise", "sigma": s, "noise_at": where, "seed": seed}
+                      for s in (quick_grid if quick else full_grid)]
+    return cells
+
+
+def placement_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (placement, σ, ε): clean and robust accuracy, mean and std over seeds. Vanilla is placement 'none'."""
+    table = table.assign(placement=table["noise_at"].where(table["method"] == "noise", "none (vanilla)"),
+                         sigma=table["sigma"].where(table["method"] == "noise", 0.0))
+    keys = ["placement", "sigma", "seed"]
+    clean = table[table["eps"] == 0][keys + ["accuracy"]].rename(columns={"accuracy": "clean"})
+    robust = table[table["eps"] > 0].merge(clean, on=keys)
+    return robust.groupby(["placement", "sigma", "eps"]).agg(
+        clean_mean=("clean", "mean"), clean_std=("clean", "std"), robust_mean=("accuracy", "mean"),
+        robust_std=("accuracy", "std"), seeds=("seed", "count")).reset_index().fillna(0.0)
+
+
+def placement(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
+    preset = _ablation_preset(quick, data_root, device)
+    results = run_sweep("placement", preset.base, placement_cells(preset.seeds, quick), preset.evaluation, out,
+                        **hooks)
+    summary = placement_summary(robust_table(results))
+    summary.to_csv(out / "placement.csv", index=False)
+    title = "Noise placement: robust vs clean accuracy, over σ" + (" — quick mode" if quick else "")
+    return {"results": results, "summary": summary, "files": save_chart(placement_chart(summary, title), out,
+                                                                        "placement")}

@@ -4,81 +4,27 @@
     noiselab reproduce fig4 --data-root ../shared/data/mnist --out docs/results/   # the full run, for a GPU
 
 Every robustness figure puts the `sampled` baseline and the PGD-AT and FGSM-RS references on the same axes as
-the noise-trained models, all attacked by the same attacks. The presets below are the whole definition of each
+the noise-trained models, all attacked by the same attacks. The presets (presets.py) are the whole definition of each
 run; the results file repeats them beside the library versions and the device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from ..charts import censoring_chart, clean_accuracy_chart, robustness_chart, save_chart, sigma_trajectory_chart
+from ..charts import censoring_chart, clean_accuracy_chart, save_chart, sigma_trajectory_chart
 from ..moments import censoring_curves
 from ..train import TrainConfig
-from .ablations import meanpath
+from .ablations import losses, meanpath, placement
 from .adaptive import fig7
+from .presets import cifar_preset, mnist_preset, robustness_cells, robustness_figure
 from .records import check_output_folder, environment, write_json
-from .sweep import EvalSpec, cell_label, robust_table, run_sweep, summarize
-
-STRONG_ATTACKS = ["fgsm", ["pgd", {"steps": 40, "restarts": 2}], ["pgd", {"steps": 40, "loss": "margin"}],
-                  ["apgd", {"steps": 100}]]
-QUICK_ATTACKS = ["fgsm", ["pgd", {"steps": 10}]]
-
-
-@dataclass
-class Preset:
-    base: TrainConfig
-    evaluation: EvalSpec
-    sigmas: list[float]
-    adversarial_eps: float
-    seeds: int
-
-
-def _mnist(quick: bool, data_root: str | None, device: str) -> Preset:
-    if quick:
-        base = TrainConfig(dataset="mnist-embedded", model="demo-cnn", train_limit=2000, epochs=2, batch_size=64,
-                           pgd_steps=3, eps_warmup=0.5, device=device)
-        return Preset(base, EvalSpec([0.0, 0.1, 0.2, 0.3], QUICK_ATTACKS, 200), [0.3, 0.8], 0.3, 1)
-    base = TrainConfig(dataset="mnist", data_root=data_root, model="lenet5", epochs=10, batch_size=128,
-                       pgd_steps=10, eps_warmup=0.3, device=device)
-    return Preset(base, EvalSpec([0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3], STRONG_ATTACKS, 2000),
-                  [0.1, 0.3, 0.5, 0.8], 0.3, 3)
-
-
-def _cifar(quick: bool, data_root: str | None, device: str) -> Preset:
-    eps = [0.0, 2 / 255, 4 / 255, 8 / 255]
-    if quick:
-        base = TrainConfig(dataset="cifar10", data_root=data_root, model="cifar-cnn", train_limit=2000, epochs=1,
-                           batch_size=64, pgd_steps=3, device=device)
-        return Preset(base, EvalSpec(eps, QUICK_ATTACKS, 200), [0.3, 0.8], 8 / 255, 1)
-    base = TrainConfig(dataset="cifar10", data_root=data_root, model="cifar-cnn", epochs=30, batch_size=128,
-                       pgd_steps=10, device=device)
-    return Preset(base, EvalSpec(eps, STRONG_ATTACKS, 2000), [0.1, 0.3, 0.5, 0.8], 8 / 255, 3)
-
-
-def _robustness_cells(preset: Preset) -> list[dict]:
-    cells = []
-    for seed in range(preset.seeds):
-        cells.append({"method": "vanilla", "seed": seed})
-        cells += [{"method": "noise", "sigma": s, "seed": seed} for s in preset.sigmas]
-        cells += [{"method": "sampled", "sigma": s, "seed": seed} for s in preset.sigmas]
-        cells += [{"method": m, "eps": preset.adversarial_eps, "seed": seed} for m in ("pgd_at", "fgsm_rs")]
-    return cells
-
-
-def _robustness_figure(name: str, preset: Preset, out: Path, title: str, eps_scale: float = 1.0,
-                       eps_title: str = "ε (L∞ attack budget)", **hooks) -> dict:
-    results = run_sweep(name, preset.base, _robustness_cells(preset), preset.evaluation, out, **hooks)
-    summary = summarize(robust_table(results))
-    summary["eps"] = summary["eps"] * eps_scale
-    summary.to_csv(out / f"{name}.csv", index=False)
-    files = save_chart(robustness_chart(summary, title, eps_title), out, name)
-    return {"results": results, "summary": summary, "files": files}
+from .sweep import EvalSpec, cell_label, robust_table, run_sweep
 
 
 def fig3(out: Path, quick: bool = False, **_) -> dict:
@@ -98,15 +44,15 @@ def fig3(out: Path, quick: bool = False, **_) -> dict:
 
 
 def fig4(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
-    preset = _mnist(quick, data_root, device)
+    preset = mnist_preset(quick, data_root, device)
     title = "MNIST: robust accuracy vs ε (the paper's Fig. 4)" + (" — quick mode" if quick else "")
-    return _robustness_figure("fig4", preset, out, title, **hooks)
+    return robustness_figure("fig4", preset, out, title, **hooks)
 
 
 def fig5(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
-    preset = _cifar(quick, data_root, device)
+    preset = cifar_preset(quick, data_root, device)
     title = "CIFAR-10 (JPEG copy): robust accuracy vs ε (the paper's Fig. 5)" + (" — quick mode" if quick else "")
-    return _robustness_figure("fig5", preset, out, title, eps_scale=255.0, eps_title="ε × 255 (L∞ attack budget)",
+    return robustness_figure("fig5", preset, out, title, eps_scale=255.0, eps_title="ε × 255 (L∞ attack budget)",
                               **hooks)
 
 
@@ -114,7 +60,7 @@ CLEAN_ONLY = EvalSpec([0.0], ["fgsm"], None)  # eps = 0: the clean accuracy on t
 
 
 def _fig6_grid(quick: bool, data_root: str | None, device: str) -> tuple[TrainConfig, list[dict], EvalSpec]:
-    preset = _mnist(quick, data_root, device)
+    preset = mnist_preset(quick, data_root, device)
     sigmas = [0.0, 0.3, 0.8] if quick else [0.0, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5]
     epsilons = [0.1, 0.3] if quick else [0.05, 0.1, 0.2, 0.3, 0.4]
     cells = []
@@ -128,7 +74,7 @@ TABLE1_VARIANTS = {"Model": 0.0, "Bimodel (α = 0.25)": 0.25}
 
 
 def _table1_grid(quick: bool, data_root: str | None, device: str) -> tuple[TrainConfig, list[dict], EvalSpec]:
-    preset = _mnist(quick, data_root, device)
+    preset = mnist_preset(quick, data_root, device)
     base = replace(preset.base, method="noise", learnable_sigma=True, sigma=1.9, epochs=2 if quick else 20)
     cells = [{"bimodel_alpha": alpha, "seed": seed} for seed in range(preset.seeds)
              for alpha in TABLE1_VARIANTS.values()]
@@ -139,9 +85,9 @@ def sweep_grids(quick: bool = False, data_root: str | None = None,
                 device: str = "auto") -> dict[str, tuple[TrainConfig, list[dict], EvalSpec]]:
     """The sweeps behind fig4, fig5, fig6 and table1 as (base config, cells, evaluation): what `reproduce` runs,
     for whoever needs the whole grid (bench/sweep_cost.py prices it)."""
-    mnist, cifar = _mnist(quick, data_root, device), _cifar(quick, data_root, device)
-    return {"fig4": (mnist.base, _robustness_cells(mnist), mnist.evaluation),
-            "fig5": (cifar.base, _robustness_cells(cifar), cifar.evaluation),
+    mnist, cifar = mnist_preset(quick, data_root, device), cifar_preset(quick, data_root, device)
+    return {"fig4": (mnist.base, robustness_cells(mnist), mnist.evaluation),
+            "fig5": (cifar.base, robustness_cells(cifar), cifar.evaluation),
             "fig6": _fig6_grid(quick, data_root, device), "table1": _table1_grid(quick, data_root, device)}
 
 
@@ -193,10 +139,12 @@ def table1(out: Path, quick: bool = False, data_root: str | None = None, device:
 
 
 EXPERIMENTS: dict[str, Callable[..., dict]] = {"fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6,
-                                               "fig7": fig7, "table1": table1, "meanpath": meanpath}
+                                               "fig7": fig7, "table1": table1, "meanpath": meanpath,
+                                               "losses": losses, "placement": placement}
 
 
-RAY_READY = ("fig4", "fig5", "fig6")  # plain sweeps; table1 records σ at every step and fig7 its own rows in-process
+# plain sweeps; table1 records σ at every step and fig7 its own rows in-process
+RAY_READY = ("fig4", "fig5", "fig6", "losses", "placement")
 
 
 def reproduce(name: str, out: str | Path, quick: bool = False, data_root: str | None = None, device: str = "auto",

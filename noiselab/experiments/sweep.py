@@ -64,6 +64,10 @@ def cell_label(overrides: dict) -> str:
         label = f"{method} σ={overrides.get('sigma', TrainConfig().sigma):g}"
         if overrides.get("learnable_sigma"):
             label = f"{method} learnable σ₀={overrides.get('sigma'):g}"
+        if overrides.get("loss", "stochastic") != "stochastic":
+            label += f" loss={overrides['loss']}"
+        if overrides.get("noise_at", "preact") != "preact":
+            label += f" at {overrides['noise_at']}"
     elif method in ("pgd_at", "fgsm_rs"):
         label = f"{method} ε={format_eps(overrides.get('eps', TrainConfig().eps))}"
     else:
@@ -231,9 +235,11 @@ def robust_table(results: dict) -> pd.DataFrame:
         for row in cell["robust"]:
             by_eps[row["eps"]] = row["accuracy"]  # the last stage per eps is the worst case
         for eps, accuracy in by_eps.items():
-            rows.append({"label": cell["label"], "method": cell["config"]["method"], "sigma": cell["config"]["sigma"],
-                         "train_eps": cell["config"]["eps"], "seed": cell["config"]["seed"], "eps": eps,
-                         "accuracy": accuracy})
+            config = cell["config"]
+            rows.append({"label": cell["label"], "method": config["method"], "sigma": config["sigma"],
+                         "train_eps": config["eps"], "seed": config["seed"], "eps": eps, "accuracy": accuracy,
+                         # settings added since older results were written read as their defaults
+                         "loss": config.get("loss", "stochastic"), "noise_at": config.get("noise_at", "preact")})
     return pd.DataFrame(rows)
 
 

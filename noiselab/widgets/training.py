@@ -28,7 +28,7 @@ from ..charts.lab_training import COLUMNS, training_chart
 from ..loss import LearnableSigma
 from ..models import MODELS
 from ..moments import POOL_RULES, RELU_RULES
-from ..train import METHODS, TrainConfig, TrainProgress, TrainResult, train
+from ..train import METHODS, NOISE_METHODS, TrainConfig, TrainProgress, TrainResult, train
 from ._charts import jupyter_chart
 from ._ui import ERROR, NOTE, OK, html_text
 from .models import LabModel, ModelList
@@ -36,7 +36,6 @@ from .models import LabModel, ModelList
 CHART_INTERVAL_S = 0.5      # at most two chart redraws a second: each sends the whole spec to the browser,
 CHART_BUDGET = 0.1          # and at most this fraction of the run (a redraw costs ~0.1 s of the worker's time)
 PROGRESS_INTERVAL_S = 0.1   # the progress bar's updates are tiny, but one message per batch is still wasteful
-NOISE_METHODS = ("noise", "sampled")
 ADVERSARIAL_METHODS = ("pgd_at", "fgsm_rs")
 BUSY_MESSAGE = "A training run is already going: wait for it to finish or press Stop."
 ARCHITECTURES = ("demo-cnn", "lenet5", "cifar-cnn")  # the fast one first: a CPU demo trains it in seconds
