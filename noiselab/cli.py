@@ -121,7 +121,7 @@ METHODS_NAMES = ("vanilla", "noise", "sampled", "pgd_at", "fgsm_rs")
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from .data import DATASETS
     from .propagate import NOISE_PLACEMENTS
-    from .train import METHODS, NOISE_LOSSES, TrainConfig
+    from .train import METHODS, NOISE_LOSSES, SIGMA_MODES, TrainConfig
 
     defaults = TrainConfig()
     parser.add_argument("--method", choices=list(METHODS), default=defaults.method)
@@ -141,6 +141,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="noise: the stochastic loss, one of its terms alone, or cross-entropy on the means")
     parser.add_argument("--noise-at", choices=NOISE_PLACEMENTS, default=defaults.noise_at,
                         help="noise, sampled: the first pre-activation (the paper) or the input")
+    parser.add_argument("--sigma-mode", choices=SIGMA_MODES, default=defaults.sigma_mode,
+                        help="noise, sampled: sigma as is, or times each channel's std (relative)")
     parser.add_argument("--eps", type=_eps, default=defaults.eps, help="budget of pgd_at and fgsm_rs")
     parser.add_argument("--eps-warmup", type=_eps, default=defaults.eps_warmup,
                         help="ramp eps up linearly over this fraction of the steps (pgd_at, fgsm_rs)")
@@ -416,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reproduce_parser = commands.add_parser("reproduce", help="one of the paper's figures or tables, or an ablation")
     reproduce_parser.add_argument("experiment", choices=["fig3", "fig4", "fig5", "fig6", "fig7", "table1", "meanpath",
-                                                         "losses", "placement"])
+                                                         "losses", "placement", "sigmascale"])
     reproduce_parser.add_argument("--quick", action="store_true", help="minutes on a CPU: small data, few epochs")
     reproduce_parser.add_argument("--out", default="results", help="writes into OUT/EXPERIMENT/")
     reproduce_parser.add_argument("--data-root", default=None, help="folder of the data set (full runs)")

@@ -153,6 +153,14 @@ def _noise_entry(layers: list[tuple[str, nn.Module]]) -> int:
     return next(i for i, (_, layer) in enumerate(layers) if isinstance(layer, NOISE_ENTRY_TYPES))
 
 
+def preactivation_scale(pre: Tensor) -> Tensor:
+    """The spread of a batch of activations per channel (Conv2d output) or feature (Linear output): the standard
+    deviation over the batch and the positions, detached, shaped to broadcast over `pre` ((1, C, 1, 1) or (1, F)).
+    sigma_mode="relative" multiplies sigma by it, so the noise keeps its size relative to what it is added to."""
+    dims = [0] + list(range(2, pre.dim()))
+    return pre.detach().std(dim=dims, keepdim=True)
+
+
 def _variance(sigma: float | Tensor, like: Tensor) -> Tensor:
     if isinstance(sigma, Tensor):
         return (sigma.to(like) ** 2).expand_as(like)  # like's dtype and device; a stride-0 view, no copy
@@ -166,11 +174,15 @@ def propagate_unchecked(
     rules: Rules,
     return_layers: bool = False,
     noise_at: str = "preact",
+    relative: bool = False,
 ) -> tuple[Gaussian, list[LayerMoments]]:
-    """propagate() without input checks, for hot loops whose inputs are already checked once."""
+    """propagate() without input checks, for hot loops whose inputs are already checked once.
+
+    relative=True: the noise's std is sigma times preactivation_scale() of what it is added to (this batch's)."""
     record: list[LayerMoments] = []
     if noise_at == "input":  # x + nu: every layer, the first one included, carries the variance
-        mean, var, rest = x, _variance(sigma, x), layers
+        scale = sigma * preactivation_scale(x) if relative else sigma
+        mean, var, rest = x, _variance(scale, x), layers
     else:
         entry = _noise_entry(layers)
         mean = x
@@ -178,7 +190,7 @@ def propagate_unchecked(
             mean = layer(mean)
         name, first = layers[entry]
         mean = first(mean)  # (B, C, H, W) or (B, F): the first pre-activation; noise enters here
-        var = _variance(sigma, mean)
+        var = _variance(sigma * preactivation_scale(mean) if relative else sigma, mean)
         if return_layers:
             record.append(LayerMoments(name, type(first).__name__, mean, var))
         rest = layers[entry + 1 :]

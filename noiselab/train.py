@@ -12,7 +12,12 @@ Methods (METHODS):
   sampled  the same first-layer noise drawn at random each step, with cross-entropy: the obvious baseline the
            closed form has to beat.
   Both noise methods add the noise at the first pre-activation (noise_at="preact", the paper) or to the input
-  (noise_at="input", as randomized smoothing does).
+  (noise_at="input", as randomized smoothing does), with std sigma (sigma_mode="absolute", the paper) or sigma
+  times the batch's per-channel std of what it is added to (sigma_mode="relative": the network cannot outgrow the
+  noise by scaling its first layer up).
+
+Every epoch's row in the history records the first layer's weight norm and the std of its pre-activation on a fixed
+probe of training images (the scale the noise is measured against); every progress report the weight norm.
   pgd_at   Madry et al.'s PGD adversarial training at eps (pgd_steps steps of 2.5 eps / steps, random start).
   fgsm_rs  Wong et al.'s fast adversarial training: FGSM from a random start, step 1.25 eps.
   Both can ramp eps up linearly over the first eps_warmup fraction of the steps (common practice on MNIST at
@@ -40,11 +45,18 @@ from ._checks import check_sigma
 from .attacks import check_eps
 from .attacks._common import project, random_start
 from .checkpoint import check_writable, load_checkpoint, save_checkpoint
-from .defenses import noisy_logits_unchecked
+from .defenses import _first_preactivation, _noisy_passes, noisy_logits_unchecked
 from .loss import LearnableSigma, _terms
 from .models import MODELS, build
 from .moments import POOL_RULES, RELU_RULES
-from .propagate import Rules, check_noise_at, propagate_unchecked, sequential_layers
+from .propagate import (
+    Rules,
+    _noise_entry,
+    check_noise_at,
+    preactivation_scale,
+    propagate_unchecked,
+    sequential_layers,
+)
 
 # the noise method's training losses, for the loss ablation: name -> what it is
 NOISE_LOSSES = {
@@ -54,6 +66,8 @@ NOISE_LOSSES = {
     "ce_mean": "cross-entropy on the propagated means",
 }
 NOISE_METHODS = ("noise", "sampled")
+SIGMA_MODES = ("absolute", "relative")
+PROBE_EXAMPLES = 512  # training images the history's pre-activation std is measured on, the same every epoch
 
 
 @dataclass
@@ -74,6 +88,7 @@ class TrainConfig:
     pool: str = "paper"
     loss: str = "stochastic"     # noise: see NOISE_LOSSES
     noise_at: str = "preact"     # noise, sampled: "preact" (the paper) or "input"
+    sigma_mode: str = "absolute"  # noise, sampled: sigma as is (the paper) or times the per-channel std ("relative")
     eps: float = 0.3             # pgd_at, fgsm_rs
     eps_warmup: float = 0.0      # pgd_at, fgsm_rs: ramp eps linearly from 0 over this fraction of all steps
     pgd_steps: int = 10
@@ -97,6 +112,11 @@ class TrainConfig:
         check_noise_at(self.noise_at)
         if self.noise_at != "preact" and self.method not in NOISE_METHODS:
             raise ValueError(f"noise_at={self.noise_at!r} applies to the methods {NOISE_METHODS} only "
+                             f"(method is {self.method!r})")
+        if self.sigma_mode not in SIGMA_MODES:
+            raise ValueError(f"sigma_mode must be one of {SIGMA_MODES}, got {self.sigma_mode!r}")
+        if self.sigma_mode != "absolute" and self.method not in NOISE_METHODS:
+            raise ValueError(f"sigma_mode={self.sigma_mode!r} applies to the methods {NOISE_METHODS} only "
                              f"(method is {self.method!r})")
         for name in ("epochs", "batch_size", "pgd_steps"):
             value = getattr(self, name)
@@ -133,6 +153,7 @@ class TrainProgress:
     loss: float
     accuracy: float      # on this batch, of the prediction the method trains (the propagated mean for noise)
     sigma: float
+    weight_norm: float = float("nan")  # the first Conv2d/Linear's weight norm after this step
 
 
 @dataclass
@@ -181,7 +202,7 @@ def _vanilla(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 def _noise(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     sigma = _sigma_value(ctx.sigma)
     output, _ = propagate_unchecked(ctx.layers, x, sigma, Rules(ctx.config.relu, ctx.config.pool),
-                                    noise_at=ctx.config.noise_at)
+                                    noise_at=ctx.config.noise_at, relative=ctx.config.sigma_mode == "relative")
     if ctx.config.loss == "ce_mean":
         loss = F.cross_entropy(output.mean, y)
     else:
@@ -194,9 +215,13 @@ def _noise(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 def _sampled(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     sigma = _sigma_value(ctx.sigma)
+    relative = ctx.config.sigma_mode == "relative"
     if ctx.config.noise_at == "input":
         noise = torch.randn(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
-        logits = ctx.model(x + sigma * noise)
+        logits = ctx.model(x + (sigma * preactivation_scale(x) if relative else sigma) * noise)
+    elif relative:
+        pre = _first_preactivation(ctx.layers, x)
+        logits = _noisy_passes(ctx.layers, pre, sigma * preactivation_scale(pre), 1, ctx.generator)[0]
     else:
         logits = noisy_logits_unchecked(ctx.layers, x, sigma, 1, ctx.generator)[0]
     return F.cross_entropy(logits, y), logits
@@ -232,6 +257,14 @@ METHODS: dict[str, Callable[[_Context, Tensor, Tensor], tuple[Tensor, Tensor]]] 
     "pgd_at": _pgd_at,
     "fgsm_rs": _fgsm_rs,
 }
+
+
+@torch.no_grad()
+def first_layer_scale(layers: list, probe: Tensor) -> dict:
+    """The first Conv2d/Linear's weight norm and the mean over its channels of its pre-activation's std on `probe`."""
+    first = layers[_noise_entry(layers)][1]
+    pre = _first_preactivation(layers, data_module.to_float(probe))
+    return {"weight_norm": float(first.weight.norm()), "preact_std": float(preactivation_scale(pre).mean())}
 
 
 @torch.no_grad()
@@ -308,6 +341,8 @@ def train(
     test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
 
     layers = sequential_layers(model)
+    first_weight = layers[_noise_entry(layers)][1].weight
+    probe = images[:PROBE_EXAMPLES]
     method = METHODS[config.method]
     steps_per_epoch = -(-images.shape[0] // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -351,7 +386,7 @@ def train(
         sigma_now = float(_sigma_value(sigma).detach()) if isinstance(sigma, LearnableSigma) else sigma
         if progress is not None:
             progress(TrainProgress(step, total_steps, epoch, float(loss.detach()), batch_correct / y.shape[0],
-                                   sigma_now))
+                                   sigma_now, float(first_weight.detach().norm())))
         if step % steps_per_epoch == 0:
             model.eval()
             history.append({
@@ -359,6 +394,7 @@ def train(
                 "train_accuracy": partial["correct"] / max(partial["seen"], 1),
                 "test_accuracy": accuracy(model, test_images, test_labels), "sigma": sigma_now,
                 "seconds": partial["seconds"] + time.perf_counter() - epoch_start,
+                **first_layer_scale(layers, probe),
             })
             model.train()
             partial.update(loss=0.0, correct=0.0, seen=0.0, seconds=0.0)

@@ -14,7 +14,7 @@ from noiselab import monte_carlo, propagate
 from noiselab.layerwise import mean_path, mean_path_gaps
 from noiselab.loss import stochastic_loss_terms
 from noiselab.models import DemoCNN
-from noiselab.propagate import sequential_layers
+from noiselab.propagate import Rules, preactivation_scale, propagate_unchecked, sequential_layers
 from noiselab.train import NOISE_LOSSES, TrainConfig, _Context, _noise, _sampled, train
 
 
@@ -215,3 +215,72 @@ def test_reproduce_placement_quick_puts_both_placements_on_one_clean_accuracy_ax
     assert (summary["robust_mean"] <= summary["clean_mean"] + 1e-9).all()
     assert {c["config"]["noise_at"] for c in results["cells"].values() if c["config"]["method"] == "noise"} == \
         {"preact", "input"}
+
+
+# ---- the scale of sigma ------------------------------------------------------------------------------------------
+
+def test_preactivation_scale_is_each_channels_std_over_batch_and_positions():
+    pre = torch.randn(8, 3, 5, 5) * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1)
+    scale = preactivation_scale(pre)
+    assert scale.shape == (1, 3, 1, 1) and not scale.requires_grad
+    torch.testing.assert_close(scale.flatten(), pre.transpose(0, 1).reshape(3, -1).std(1))
+    assert preactivation_scale(torch.randn(16, 4)).shape == (1, 4)
+
+
+@pytest.mark.parametrize("relu", ["paper", "moment"])
+def test_relative_sigma_cannot_be_outgrown_by_rescaling_the_first_layer(relu):
+    # k * first layer, then the next layer / k: the same network (ReLU is positively homogeneous) ...
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+    rescaled = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+    with torch.no_grad():
+        rescaled[0].weight.copy_(model[0].weight * 10)
+        rescaled[0].bias.copy_(model[0].bias * 10)
+        rescaled[2].weight.copy_(model[2].weight / 10)
+        rescaled[2].bias.copy_(model[2].bias)
+    x = torch.rand(9, 6, dtype=torch.float64)
+    torch.testing.assert_close(rescaled(x), model(x))
+
+    def out(net, relative):
+        return propagate_unchecked(sequential_layers(net), x, 0.5, Rules(relu, "paper"), relative=relative)[0]
+
+    # ... for which the absolute sigma is 10 times smaller relative to the signal: another output variance
+    assert not torch.allclose(out(rescaled, False).var, out(model, False).var, rtol=0.1)
+    # while the relative sigma is the same noise for both: the same output Gaussian
+    torch.testing.assert_close(out(rescaled, True).mean, out(model, True).mean)
+    torch.testing.assert_close(out(rescaled, True).var, out(model, True).var)
+
+
+def test_a_bad_sigma_mode_is_named():
+    with pytest.raises(ValueError, match="sigma_mode must be one of"):
+        TrainConfig(method="noise", sigma_mode="per-pixel").validate()
+    with pytest.raises(ValueError, match="applies to the methods"):
+        TrainConfig(method="vanilla", sigma_mode="relative").validate()
+
+
+@pytest.mark.parametrize("method", ["noise", "sampled"])
+def test_relative_training_records_the_first_layers_scale(method):
+    progress = []
+    result = train(TrainConfig(method=method, sigma_mode="relative", sigma=0.5, model="demo-cnn", train_limit=256,
+                               batch_size=64, epochs=2, device="cpu"), progress=progress.append)
+    rows = result.history
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["weight_norm"] > 0 and r["preact_std"] > 0 for r in rows)
+    assert rows[-1]["weight_norm"] == pytest.approx(float(result.model[0].weight.detach().norm()))
+    assert progress[-1].weight_norm == pytest.approx(rows[-1]["weight_norm"])
+    assert progress[0].weight_norm != progress[-1].weight_norm
+
+
+def test_reproduce_sigmascale_quick_tracks_the_first_layer_and_both_sigma_modes(tmp_path):
+    folder, results = _reproduce("sigmascale", tmp_path)
+    assert len(results["cells"]) == 3 * (1 + 3 + 3)
+    training = pd.read_csv(folder / "sigmascale_training.csv")
+    assert set(training["mode"]) == {"absolute", "relative", "none (vanilla)"}
+    assert set(training["epoch"]) == {1, 2, 3, 4}
+    relative = training[training["mode"] == "relative"]
+    assert (relative["relative_noise"] == relative["sigma"]).all()
+    absolute = training[training["mode"] == "absolute"]
+    torch.testing.assert_close(torch.tensor(absolute["relative_noise"].values),
+                               torch.tensor((absolute["sigma"] / absolute["preact_std"]).values))
+    summary = pd.read_csv(folder / "sigmascale.csv")
+    assert (summary["seeds"] == 3).all() and set(summary["mode"]) == set(training["mode"])

@@ -38,3 +38,33 @@ def placement_chart(summary: pd.DataFrame, title: str) -> alt.FacetChart:
         y="robust_mean:Q", text="text:N")
     return (bars + line + labels).properties(width=220, height=200).facet(
         column=alt.Column("eps:Q", title="ε (L∞ attack budget)")).properties(title=title)
+
+
+def sigma_scale_chart(trajectories: pd.DataFrame, summary: pd.DataFrame, title: str) -> alt.VConcatChart:
+    """Top: the first layer's weight norm and the noise's size relative to its pre-activation, per epoch (mean over
+    seeds), one line per σ, one column per σ mode. Bottom: robust accuracy against σ per ε, one line per mode."""
+    seeds = trajectories.groupby(["mode", "sigma", "epoch"], as_index=False)[
+        ["weight_norm", "relative_noise", "preact_std"]].mean()
+
+    def over_training(field: str, axis: str) -> alt.FacetChart:
+        return alt.Chart(seeds).mark_line(point=True).encode(
+            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y(f"{field}:Q", title=axis),
+            color=alt.Color("sigma:O", title="σ", scale=alt.Scale(scheme="viridis")),
+            tooltip=["mode:N", "sigma:Q", "epoch:Q", alt.Tooltip("weight_norm:Q", format=".3f"),
+                     alt.Tooltip("preact_std:Q", format=".3f"), alt.Tooltip("relative_noise:Q", format=".3f")],
+        ).properties(width=200, height=150).facet(column=alt.Column("mode:N", title=None))
+
+    robust = summary[summary["eps"] > 0]
+    base = alt.Chart(robust).encode(x=alt.X("sigma:Q", title="σ"), color=alt.Color("mode:N", title="σ mode"))
+    lines = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title="robust accuracy", scale=alt.Scale(domain=[0, 1])),
+        tooltip=["mode:N", "sigma:Q", "eps:Q", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("std:Q", format=".3f"),
+                 "seeds:Q"])
+    bars = base.transform_calculate(low="datum.mean - datum.std", high="datum.mean + datum.std").mark_rule().encode(
+        y="low:Q", y2="high:Q")
+    robustness = (bars + lines).properties(width=200, height=170).facet(
+        column=alt.Column("eps:Q", title="robust accuracy at ε (L∞)"))
+    return alt.vconcat(over_training("weight_norm", "first layer's weight norm"),
+                       over_training("relative_noise", "noise std / pre-activation std"),
+                       robustness).resolve_scale(color="independent").properties(title=title)

@@ -3,6 +3,7 @@
     noiselab reproduce meanpath --quick --out results/     # seconds on a CPU: the starter LeNet5s, 100 digits
     noiselab reproduce losses --quick --out results/       # minutes on a CPU: the embedded digits, DemoCNN, 3 seeds
     noiselab reproduce placement --quick --out results/
+    noiselab reproduce sigmascale --quick --out results/
     noiselab reproduce losses --data-root ../shared/data/mnist --out results/   # full MNIST, LeNet5: for a GPU
 
 meanpath: is the propagated mean the deterministic network's output? For each starter model (LeNet5 trained on the
@@ -18,6 +19,11 @@ plain cross-entropy without noise (vanilla); robust accuracy against ε under th
 placement: the noise at the first pre-activation (the paper) or on the input (as in randomized smoothing), each
 over a grid of σ, closed form and stochastic loss both times. The two σ scales are not comparable, so the
 comparison is robust accuracy against clean accuracy: at matched clean accuracy, which placement is more robust?
+
+sigmascale: the noise is added to a pre-activation whose scale the network learns. Over training, for several σ,
+the first layer's weight norm and its pre-activation's std (so the noise's size relative to the signal), with σ as
+the paper has it (absolute) and σ relative to each channel's std (sigma_mode="relative"), and the robust accuracy
+of both against σ: does robustness depend on σ as the paper claims, and does it once σ cannot be outgrown?
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import pandas as pd
 
 from .. import data as data_module
 from ..charts import save_chart
-from ..charts.ablations import mean_path_chart, placement_chart
+from ..charts.ablations import mean_path_chart, placement_chart, sigma_scale_chart
 from ..layerwise import mean_path
 from ..starter import load_starter_models
 from ..train import NOISE_LOSSES, resolve_device
@@ -43,6 +49,8 @@ PLACEMENT_SIGMAS = {        # (quick, full) grids; input noise is in pixel units
     "preact": ([0.3, 0.8, 2.0], [0.1, 0.3, 0.5, 0.8, 1.5, 2.5]),
     "input": ([0.1, 0.3, 0.6], [0.05, 0.1, 0.2, 0.3, 0.5, 0.8]),
 }
+SCALE_SIGMAS = ([0.3, 0.8, 2.0], [0.1, 0.3, 0.5, 0.8, 1.5, 2.5])  # (quick, full), for both sigma modes
+SCALE_QUICK_EPOCHS = 4  # quick mode: enough epochs to see the first layer's scale move
 
 RULE_SETS = (("paper", "paper"), ("moment", "paper"), ("paper", "clark"), ("moment", "clark"))
 
@@ -122,3 +130,48 @@ def placement(out: Path, quick: bool = False, data_root: str | None = None, devi
     title = "Noise placement: robust vs clean accuracy, over σ" + (" — quick mode" if quick else "")
     return {"results": results, "summary": summary, "files": save_chart(placement_chart(summary, title), out,
                                                                         "placement")}
+
+
+def sigma_scale_cells(seeds: int, quick: bool) -> list[dict]:
+    cells = []
+    for seed in range(seeds):
+        cells.append({"method": "vanilla", "seed": seed})
+        for mode in ("absolute", "relative"):
+            cells += [{"method": "noise", "sigma": s, "sigma_mode": mode, "seed": seed}
+                      for s in SCALE_SIGMAS[0 if quick else 1]]
+    return cells
+
+
+def sigma_scale_trajectories(results: dict) -> pd.DataFrame:
+    """Per cell and epoch: the first layer's weight norm, its pre-activation's std, and the noise's std relative
+    to it (sigma / preact_std under absolute σ; sigma itself under relative σ)."""
+    rows = []
+    for cell in results["cells"].values():
+        config = cell["config"]
+        mode = config.get("sigma_mode", "absolute") if config["method"] == "noise" else "none (vanilla)"
+        sigma = config["sigma"] if config["method"] == "noise" else 0.0
+        for row in cell["history"]:
+            relative = sigma if mode == "relative" else sigma / row["preact_std"]
+            rows.append({"mode": mode, "sigma": sigma, "seed": config["seed"], "epoch": row["epoch"],
+                         "weight_norm": row["weight_norm"], "preact_std": row["preact_std"],
+                         "relative_noise": relative, "test_accuracy": row["test_accuracy"]})
+    return pd.DataFrame(rows)
+
+
+def sigmascale(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto",
+               **hooks) -> dict:
+    preset = _ablation_preset(quick, data_root, device)
+    if quick:
+        preset = replace(preset, base=replace(preset.base, epochs=SCALE_QUICK_EPOCHS))
+    results = run_sweep("sigmascale", preset.base, sigma_scale_cells(preset.seeds, quick), preset.evaluation, out,
+                        **hooks)
+    trajectories = sigma_scale_trajectories(results)
+    trajectories.to_csv(out / "sigmascale_training.csv", index=False)
+    table = robust_table(results)
+    table["mode"] = table["sigma_mode"].where(table["method"] == "noise", "none (vanilla)")
+    summary = table.assign(sigma=table["sigma"].where(table["method"] == "noise", 0.0)).groupby(
+        ["mode", "sigma", "eps"])["accuracy"].agg(mean="mean", std="std", seeds="count").reset_index().fillna(0.0)
+    summary.to_csv(out / "sigmascale.csv", index=False)
+    title = "The scale of σ: first layer over training, robustness against σ" + (" — quick mode" if quick else "")
+    return {"results": results, "summary": summary,
+            "files": save_chart(sigma_scale_chart(trajectories, summary, title), out, "sigmascale")}

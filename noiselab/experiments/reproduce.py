@@ -20,7 +20,7 @@ import torch
 from ..charts import censoring_chart, clean_accuracy_chart, save_chart, sigma_trajectory_chart
 from ..moments import censoring_curves
 from ..train import TrainConfig
-from .ablations import losses, meanpath, placement
+from .ablations import losses, meanpath, placement, sigmascale
 from .adaptive import fig7
 from .presets import cifar_preset, mnist_preset, robustness_cells, robustness_figure
 from .records import check_output_folder, environment, write_json
@@ -140,11 +140,11 @@ def table1(out: Path, quick: bool = False, data_root: str | None = None, device:
 
 EXPERIMENTS: dict[str, Callable[..., dict]] = {"fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6,
                                                "fig7": fig7, "table1": table1, "meanpath": meanpath,
-                                               "losses": losses, "placement": placement}
+                                               "losses": losses, "placement": placement, "sigmascale": sigmascale}
 
 
 # plain sweeps; table1 records σ at every step and fig7 its own rows in-process
-RAY_READY = ("fig4", "fig5", "fig6", "losses", "placement")
+RAY_READY = ("fig4", "fig5", "fig6", "losses", "placement", "sigmascale")
 
 
 def reproduce(name: str, out: str | Path, quick: bool = False, data_root: str | None = None, device: str = "auto",

@@ -68,6 +68,8 @@ def cell_label(overrides: dict) -> str:
             label += f" loss={overrides['loss']}"
         if overrides.get("noise_at", "preact") != "preact":
             label += f" at {overrides['noise_at']}"
+        if overrides.get("sigma_mode", "absolute") != "absolute":
+            label += f" ({overrides['sigma_mode']})"
     elif method in ("pgd_at", "fgsm_rs"):
         label = f"{method} ε={format_eps(overrides.get('eps', TrainConfig().eps))}"
     else:
@@ -239,7 +241,8 @@ def robust_table(results: dict) -> pd.DataFrame:
             rows.append({"label": cell["label"], "method": config["method"], "sigma": config["sigma"],
                          "train_eps": config["eps"], "seed": config["seed"], "eps": eps, "accuracy": accuracy,
                          # settings added since older results were written read as their defaults
-                         "loss": config.get("loss", "stochastic"), "noise_at": config.get("noise_at", "preact")})
+                         "loss": config.get("loss", "stochastic"), "noise_at": config.get("noise_at", "preact"),
+                         "sigma_mode": config.get("sigma_mode", "absolute")})
     return pd.DataFrame(rows)
 
 
