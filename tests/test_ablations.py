@@ -284,3 +284,21 @@ def test_reproduce_sigmascale_quick_tracks_the_first_layer_and_both_sigma_modes(
                                torch.tensor((absolute["sigma"] / absolute["preact_std"]).values))
     summary = pd.read_csv(folder / "sigmascale.csv")
     assert (summary["seeds"] == 3).all() and set(summary["mode"]) == set(training["mode"])
+
+
+def test_reproduce_attackloss_quick_compares_the_objectives_beside_eot(tmp_path):
+    folder, results = _reproduce("attackloss", tmp_path)
+    summary = pd.read_csv(folder / "attackloss.csv")
+    assert set(summary["model"]) == {"noise σ=0.8", "sampled σ=0.8"}
+    attacked = summary[summary["eps"] > 0]
+    assert set(attacked["attack"]) == {"closed-form PGD (stochastic)", "closed-form PGD (probability)",
+                                       "closed-form PGD (mean_ce)", "EOT-PGD k=4"}
+    assert (summary["seeds"] == 3).all()
+    assert {row["seed"] for row in results["rows"]} == {0, 1, 2}
+    answers = json.loads((folder / "summary.json").read_text())
+    assert answers["pick"] in set(attacked["attack"]) and sum(answers["strongest_counts"].values()) >= 4
+    # the pick is where the strongest objective's accuracy is reported: the lowest closed-form mean per cell
+    for row in answers["per_model_and_eps"]:
+        closed = attacked[(attacked["model"] == row["model"]) & (attacked["eps"] == row["eps"])
+                          & attacked["attack"].str.startswith("closed-form")]
+        assert row["accuracy"] == pytest.approx(closed["mean"].min())

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -51,6 +52,13 @@ def test_other_reproductions_quick(experiment, tmp_path):
     if experiment == "table1":
         assert set(summary["variant"]) == {"Model", "Bimodel (α = 0.25)"}
         assert (summary["sigma_final"] > 0).all() and (summary["sigma_final"] != 1.9).all()
+        # several seeds, and σ beside the scale it is added to (issue 7, item 4)
+        assert sorted(summary["seed"]) == [0, 0, 1, 1, 2, 2] and (summary["steps"] == 192).all()
+        assert (summary["weight_norm_final"] > 0).all() and (summary["preact_std_final"] > 0).all()
+        assert summary["sigma_over_preact_std"].tolist() == pytest.approx(
+            (summary["sigma_final"] / summary["preact_std_final"]).tolist())
+        stored = json.loads((tmp_path / experiment / "results.json").read_text())["trajectories"]
+        assert len(stored) == 6 * 192 and all(row["weight_norm"] > 0 for row in stored)
     if experiment == "fig6":
         assert set(summary["knob"]) == {"sigma", "train_eps"}
     if experiment == "fig3":
@@ -107,3 +115,18 @@ def test_sweep_cli_runs_a_grid_and_prints_the_summary(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     stages = [row["stage"] for row in next(iter(results["cells"].values()))["robust"]]
     assert stages == ["clean", "fgsm", "pgd", "clean", "fgsm", "pgd"]
+
+
+def test_a_rerun_with_other_settings_does_not_reuse_the_finished_cells(tmp_path):
+    base = TrainConfig(model="demo-cnn", train_limit=100, epochs=1, batch_size=50, device="cpu")
+    cells = [{"method": "vanilla", "seed": 0}]
+    evaluation = EvalSpec([0.0], ["fgsm"], 20)
+    first = run_sweep("check", base, cells, evaluation, tmp_path)
+    # the same cell under another base config or attack suite would be silently stale: refused, naming the change
+    with pytest.raises(ValueError, match=r"other settings \(epochs\)"):
+        run_sweep("check", replace(base, epochs=2), cells, evaluation, tmp_path)
+    with pytest.raises(ValueError, match=r"other settings \(evaluation\)"):
+        run_sweep("check", base, cells, EvalSpec([0.0, 0.1], ["fgsm"], 20), tmp_path)
+    # where the data lies or which device trains does not change a cell: reused as it is
+    again = run_sweep("check", replace(base, device="auto"), cells, evaluation, tmp_path)
+    assert again["cells"] == first["cells"]

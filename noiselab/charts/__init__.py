@@ -63,11 +63,17 @@ def censoring_chart(curves: pd.DataFrame) -> alt.Chart:
     ).properties(title="ReLU censoring of Z ~ N(μ, σ²) (the paper's Fig. 3)")
 
 
-def sigma_trajectory_chart(trajectory: pd.DataFrame) -> alt.Chart:
-    """Table 1: learnable sigma against training step, per variant and seed."""
-    return alt.Chart(trajectory).mark_line().encode(
-        x=alt.X("step:Q", title="training step"),
-        y=alt.Y("sigma:Q", title="σ"),
-        color=alt.Color("variant:N"),
-        detail="seed:N",
-    ).properties(title="Learnable σ from σ₀ = 1.9 (the paper's Table 1)", width=420, height=280)
+def sigma_trajectory_chart(trajectory: pd.DataFrame) -> alt.VConcatChart:
+    """Table 1: learnable sigma and the first layer's weight norm against training step, per variant and seed
+    (one line per seed): σ alone cannot say whether the noise grew or shrank relative to what it is added to."""
+    def panel(field: str, axis: str) -> alt.Chart:
+        return alt.Chart(trajectory).mark_line().encode(
+            x=alt.X("step:Q", title="training step"),
+            y=alt.Y(f"{field}:Q", title=axis, scale=alt.Scale(zero=False)),
+            color=alt.Color("variant:N"),
+            detail="seed:N",
+            tooltip=["variant:N", "seed:N", "step:Q", alt.Tooltip(f"{field}:Q", format=".4f")],
+        ).properties(width=420, height=200)
+
+    return alt.vconcat(panel("sigma", "σ"), panel("weight_norm", "first layer's weight norm")).properties(
+        title="Learnable σ from σ₀ = 1.9 (the paper's Table 1), beside the first layer's scale")

@@ -78,3 +78,25 @@ def adaptive_panel_chart(table: pd.DataFrame, eps: float, eps_max: float) -> alt
                  alt.Tooltip("accuracy:Q", format=".3f")],
     ).properties(width=250, height=250, title="strength against cost at the chosen ε")
     return alt.hconcat(curves, cost).add_params(selected)  # top level: JupyterChart sees it as params.eps
+
+
+def attack_loss_chart(summary: pd.DataFrame, title: str) -> alt.FacetChart:
+    """Accuracy of each randomized defense (vote over noisy passes) against eps under each attack, mean ± std over
+    seeds, one panel per defended model: the lowest line is the strongest attack."""
+    table = _with_clean_start(summary.rename(columns={"mean": "accuracy"}))
+    table["kind"] = table["attack"].map(lambda a: "sampling (EOT)" if a.startswith("EOT") else "closed form")
+    base = alt.Chart(table).encode(
+        x=alt.X("eps:Q", title="ε (L∞ attack budget)"),
+        color=alt.Color("attack:N", title="attack", legend=alt.Legend(symbolOpacity=1, symbolType="stroke")),
+    )
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("accuracy:Q", title="accuracy of the randomized defense", scale=alt.Scale(domain=[0, 1])),
+        strokeDash=alt.StrokeDash("kind:N", title="gradient",
+                                  legend=alt.Legend(symbolType="stroke", symbolStrokeColor="gray")),
+        tooltip=["model:N", "attack:N", "eps:Q", alt.Tooltip("accuracy:Q", format=".3f"),
+                 alt.Tooltip("std:Q", format=".3f"), "seeds:Q"],
+    )
+    band = base.transform_calculate(low="datum.accuracy - datum.std", high="datum.accuracy + datum.std").mark_area(
+        opacity=0.12).encode(y="low:Q", y2="high:Q")
+    return (band + line).properties(width=260, height=220).facet(
+        column=alt.Column("model:N", title=None)).properties(title=title)

@@ -13,6 +13,11 @@ passes per example and in seconds on this device, measured in the same run.
 
 Results land in <out>/results.json (one row per model x attack x eps, written as they come, so a rerun skips
 what is done), fig7.csv, summary.json (the plain answers) and a chart (HTML + PNG).
+
+attackloss (issue 7, item 5): which objective makes the strongest closed-form attack? Closed-form PGD ascending
+the full stochastic loss, its probability term alone, and cross-entropy on the propagated means, beside EOT-PGD,
+against randomized defenses trained with the stochastic loss ("noise") and with cross-entropy on noisy samples
+("sampled"), 3 seeds each; attackloss.csv (mean, std over seeds), summary.json (the pick) and a chart.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from torch import Tensor
 from .. import data as data_module
 from ..attacks import ATTACKS, RANDOMIZED_ATTACKS
 from ..charts import save_chart
-from ..charts.adaptive import adaptive_chart
+from ..charts.adaptive import adaptive_chart, attack_loss_chart
 from ..defenses import randomized_accuracy, wilson_interval
 from ..evaluate import predict
 from ..train import TrainConfig, resolve_device, train
@@ -96,33 +101,33 @@ def _models(preset_: AdaptivePreset) -> list[dict]:
     return cells
 
 
-def _row_key(label: str, attack: str, eps: float) -> str:
-    return f"{label} | {attack} | {eps:g}"
+def _row_key(label: str, attack: str, eps: float, seed: int = 0) -> str:
+    return f"{label} | {attack} | {eps:g}" + (f" | seed {seed}" if seed else "")
 
 
-def fig7(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto",
-         progress=print_progress, on_train_progress=None, stop=None) -> dict:
-    """Run (or finish) Fig. 7 into `out`; progress(message), on_train_progress(overrides, TrainProgress) and a
-    stop Event as in run_sweep: a stopped run keeps every row measured so far and resumes from there."""
-    preset_ = preset(quick, data_root, device)
+def _attack_models(name: str, preset_: AdaptivePreset, cells: list[dict], out: Path, device: str, progress,
+                   on_train_progress, stop) -> dict:
+    """Train (or load) every cell's model and run the preset's attacks on it at every eps, one row each, written to
+    <out>/results.json as they come: a stopped run keeps its rows and a rerun skips them."""
     device_ = resolve_device(device)
     results_path = out / "results.json"
-    results = read_json(results_path) or {"experiment": "fig7", "rows": []}
+    results = read_json(results_path) or {"experiment": name, "rows": []}
     results.update({"preset": asdict(preset_), "environment": environment(device_)})
-    done = {_row_key(r["model"], r["attack"], r["eps"]) for r in results["rows"]}
+    done = {_row_key(r["model"], r["attack"], r["eps"], r.get("seed", 0)) for r in results["rows"]}
     data = data_module.load(preset_.base.dataset, root=preset_.base.data_root, device=device_)
     x_all, y_all = data.tensors("test", limit=preset_.limit)
     x_all = data_module.to_float(x_all)
 
-    for overrides in _models(preset_):
+    for overrides in cells:
         config = replace(preset_.base, **overrides).validate()
-        label = cell_label(overrides)
+        label, seed = cell_label(overrides), config.seed
         if stop is not None and stop.is_set():
             break
-        progress(f"fig7: {label}: training (or loading its checkpoint)")
+        progress(f"{name}: {label} (seed {seed}): training (or loading its checkpoint)")
         callback = (lambda p, o=overrides: on_train_progress(o, p)) if on_train_progress else None
+        stem = f"{config.method}-sigma{config.sigma:g}" + (f"-seed{seed}" if seed else "")
         trained = train(config, data=data, progress=callback, stop=stop, resume=True,
-                        checkpoint=out / "checkpoints" / f"{config.method}-sigma{config.sigma:g}.pt")
+                        checkpoint=out / "checkpoints" / f"{stem}.pt")
         if trained.stopped:
             break
         model = trained.model.eval()
@@ -130,21 +135,31 @@ def fig7(out: Path, quick: bool = False, data_root: str | None = None, device: s
         attacks = preset_.attacks if defended else preset_.undefended_attacks
         # the clean row once per model, then every attack at every eps > 0
         jobs = [("clean", attacks[0][1], {}, 0.0)] + [
-            (attack_label, name, options, eps) for attack_label, name, options in attacks
+            (attack_label, attack_name, options, eps) for attack_label, attack_name, options in attacks
             for eps in preset_.eps if eps > 0]
-        for attack_label, name, options, eps in jobs:
-            if _row_key(label, attack_label, eps) in done:
+        for attack_label, attack_name, options, eps in jobs:
+            if _row_key(label, attack_label, eps, seed) in done:
                 continue
             if stop is not None and stop.is_set():
                 break
-            row = measure_attack(model, x_all, y_all, config.sigma if defended else None, attack_label, name,
-                                 options, eps, preset_.samples, preset_.batch_size, seed=config.seed)
+            row = measure_attack(model, x_all, y_all, config.sigma if defended else None, attack_label, attack_name,
+                                 options, eps, preset_.samples, preset_.batch_size, seed=seed)
             row.update({"model": label, "train_method": config.method, "sigma": config.sigma if defended else 0.0,
+                        "seed": seed,
                         "expectation_accuracy": trained.history[-1]["test_accuracy"] if trained.history else None})
             results["rows"].append(row)
             write_json(results_path, results)
-            progress(f"fig7: {label} / {attack_label} / eps {eps:g}: accuracy {row['accuracy']:.3f}")
+            progress(f"{name}: {label} (seed {seed}) / {attack_label} / eps {eps:g}: accuracy {row['accuracy']:.3f}")
     write_json(results_path, results)
+    return results
+
+
+def fig7(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto",
+         progress=print_progress, on_train_progress=None, stop=None) -> dict:
+    """Run (or finish) Fig. 7 into `out`; progress(message), on_train_progress(overrides, TrainProgress) and a
+    stop Event as in run_sweep: a stopped run keeps every row measured so far and resumes from there."""
+    preset_ = preset(quick, data_root, device)
+    results = _attack_models("fig7", preset_, _models(preset_), out, device, progress, on_train_progress, stop)
     table = pd.DataFrame(results["rows"])
     table.to_csv(out / "fig7.csv", index=False)
     answers = summarize_adaptive(table)
@@ -237,3 +252,57 @@ def summarize_adaptive(table: pd.DataFrame) -> dict:
                           "undefended_under_fgsm": float(plain.loc[row["eps"]])})
     return {"closed_form_vs_eot": answers, "paper_claim_sigma_0.6": [c for c in claim if c["sigma"] == 0.6],
             "randomized_vs_undefended_fgsm": claim}
+
+
+ATTACK_LOSS_SEEDS = 3
+ATTACK_OBJECTIVES = ("stochastic", "probability", "mean_ce")  # noiselab.attacks.closed_form.LOSSES
+
+
+def attack_loss_preset(quick: bool, data_root: str | None, device: str) -> AdaptivePreset:
+    steps, draws = (5, 4) if quick else (40, 32)
+    attacks = [[f"closed-form PGD ({loss})", "closed_form_pgd", {"steps": steps, "loss": loss}]
+               for loss in ATTACK_OBJECTIVES]
+    attacks.append([f"EOT-PGD k={draws}", "eot_pgd", {"draws": draws, "steps": steps}])
+    fig7_preset = preset(quick, data_root, device)
+    if quick:  # 3 seeds x 2 defenses on 2 CPU cores in about a minute: fewer digits, votes and budgets than fig7's
+        return replace(fig7_preset, base=replace(fig7_preset.base, train_limit=2000), sigmas=[0.8],
+                       eps=[0.0, 0.1, 0.2], limit=100, samples=32, attacks=attacks)
+    return replace(fig7_preset, attacks=attacks)
+
+
+def summarize_attack_losses(summary: pd.DataFrame) -> dict:
+    """Per defended model and eps: the closed-form objective that leaves the lowest accuracy (mean over seeds),
+    beside EOT; and over all of them, how often each objective was the strongest (the one to pick)."""
+    closed = summary[summary["attack"].str.startswith("closed-form") & (summary["eps"] > 0)]
+    eot = summary[summary["attack"].str.startswith("EOT") & (summary["eps"] > 0)]
+    rows, wins = [], dict.fromkeys(closed["attack"].unique(), 0)
+    for (model, eps), group in closed.groupby(["model", "eps"]):
+        best = group.loc[group["mean"].idxmin()]
+        tied = group[group["mean"] <= best["mean"] + 1e-12]["attack"].tolist()
+        for attack in tied:
+            wins[attack] += 1
+        reference = eot[(eot["model"] == model) & (eot["eps"] == eps)]
+        rows.append({"model": model, "eps": float(eps), "strongest_closed_form": tied,
+                     "accuracy": float(best["mean"]), "std": float(best["std"]),
+                     "eot_attack": reference["attack"].iloc[0] if len(reference) else None,
+                     "eot_accuracy": float(reference["mean"].iloc[0]) if len(reference) else None})
+    pick = max(wins, key=wins.get) if wins else None
+    return {"per_model_and_eps": rows, "strongest_counts": wins, "pick": pick}
+
+
+def attackloss(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto",
+               progress=print_progress, on_train_progress=None, stop=None) -> dict:
+    preset_ = attack_loss_preset(quick, data_root, device)
+    cells = [{"method": method, "sigma": sigma, "seed": seed} for seed in range(ATTACK_LOSS_SEEDS)
+             for sigma in preset_.sigmas for method in preset_.defense_methods]
+    results = _attack_models("attackloss", preset_, cells, out, device, progress, on_train_progress, stop)
+    table = pd.DataFrame(results["rows"])
+    table.to_csv(out / "attackloss_rows.csv", index=False)
+    summary = table.groupby(["model", "train_method", "sigma", "attack", "eps"], sort=False)["accuracy"].agg(
+        mean="mean", std="std", seeds="count").reset_index().fillna({"std": 0.0})
+    summary.to_csv(out / "attackloss.csv", index=False)
+    answers = summarize_attack_losses(summary)
+    write_json(out / "summary.json", answers)
+    title = "Which objective makes the strongest closed-form attack?" + (" — quick mode" if quick else "")
+    return {"results": results, "summary": summary, "answers": answers,
+            "files": save_chart(attack_loss_chart(summary, title), out, "attackloss")}

@@ -21,7 +21,7 @@ from ..charts import censoring_chart, clean_accuracy_chart, save_chart, sigma_tr
 from ..moments import censoring_curves
 from ..train import TrainConfig
 from .ablations import losses, meanpath, placement, sigmascale
-from .adaptive import fig7
+from .adaptive import attackloss, fig7
 from .presets import cifar_preset, mnist_preset, robustness_cells, robustness_figure
 from .records import check_output_folder, environment, write_json
 from .sweep import EvalSpec, cell_label, robust_table, run_sweep
@@ -71,12 +71,14 @@ def _fig6_grid(quick: bool, data_root: str | None, device: str) -> tuple[TrainCo
 
 
 TABLE1_VARIANTS = {"Model": 0.0, "Bimodel (α = 0.25)": 0.25}
+TABLE1_SEEDS = 3
 
 
 def _table1_grid(quick: bool, data_root: str | None, device: str) -> tuple[TrainConfig, list[dict], EvalSpec]:
     preset = mnist_preset(quick, data_root, device)
-    base = replace(preset.base, method="noise", learnable_sigma=True, sigma=1.9, epochs=2 if quick else 20)
-    cells = [{"bimodel_alpha": alpha, "seed": seed} for seed in range(preset.seeds)
+    # long enough to see σ settle or drift (quick: 192 steps), with several seeds (issue 7, item 4)
+    base = replace(preset.base, method="noise", learnable_sigma=True, sigma=1.9, epochs=6 if quick else 20)
+    cells = [{"bimodel_alpha": alpha, "seed": seed} for seed in range(max(preset.seeds, TABLE1_SEEDS))
              for alpha in TABLE1_VARIANTS.values()]
     return base, cells, CLEAN_ONLY
 
@@ -110,7 +112,7 @@ def table1(out: Path, quick: bool = False, data_root: str | None = None, device:
 
     def record(overrides: dict, progress) -> None:
         trajectory.append({"alpha": overrides["bimodel_alpha"], "seed": overrides["seed"], "step": progress.step,
-                           "sigma": progress.sigma, "loss": progress.loss})
+                           "sigma": progress.sigma, "loss": progress.loss, "weight_norm": progress.weight_norm})
         if hooks.get("on_train_progress"):
             hooks["on_train_progress"](overrides, progress)
 
@@ -121,16 +123,22 @@ def table1(out: Path, quick: bool = False, data_root: str | None = None, device:
     stored = results.setdefault("trajectories", [])
     stored += trajectory
     write_json(out / "results.json", results)
-    frame = pd.DataFrame(stored) if stored else pd.DataFrame(columns=["alpha", "seed", "step", "sigma", "loss"])
+    frame = pd.DataFrame(stored) if stored else pd.DataFrame(columns=["alpha", "seed", "step", "sigma", "loss",
+                                                                      "weight_norm"])
     # a cell resumed from its checkpoint repeats the steps after that checkpoint: keep the last record of each
     frame = frame.drop_duplicates(["alpha", "seed", "step"], keep="last").sort_values(["alpha", "seed", "step"])
     frame["variant"] = frame["alpha"].map(names)
     rows = []
     for cell in results["cells"].values():
         alpha = cell["config"]["bimodel_alpha"]
+        last = cell["history"][-1]
         rows.append({"variant": names[alpha], "seed": cell["config"]["seed"], "sigma_0": 1.9,
-                     "sigma_final": cell["final_sigma"], "test_accuracy": cell["history"][-1]["test_accuracy"],
-                     "paper_sigma_star": 0.79 if alpha else 0.7})
+                     "sigma_final": cell["final_sigma"], "test_accuracy": last["test_accuracy"],
+                     "paper_sigma_star": 0.79 if alpha else 0.7,
+                     # σ means little without the scale it is added to, which the network learns too
+                     "weight_norm_final": last.get("weight_norm"), "preact_std_final": last.get("preact_std"),
+                     "sigma_over_preact_std": cell["final_sigma"] / last["preact_std"] if last.get("preact_std")
+                     else None, "steps": last["step"]})
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "table1.csv", index=False)
     step = max(1, len(frame) // 2000)
@@ -140,10 +148,11 @@ def table1(out: Path, quick: bool = False, data_root: str | None = None, device:
 
 EXPERIMENTS: dict[str, Callable[..., dict]] = {"fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6,
                                                "fig7": fig7, "table1": table1, "meanpath": meanpath,
-                                               "losses": losses, "placement": placement, "sigmascale": sigmascale}
+                                               "losses": losses, "placement": placement, "sigmascale": sigmascale,
+                                               "attackloss": attackloss}
 
 
-# plain sweeps; table1 records σ at every step and fig7 its own rows in-process
+# plain sweeps; table1 records σ at every step, fig7 and attackloss their own rows in-process
 RAY_READY = ("fig4", "fig5", "fig6", "losses", "placement", "sigmascale")
 
 

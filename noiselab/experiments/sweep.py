@@ -58,12 +58,15 @@ def format_eps(eps: float) -> str:
 
 
 def cell_label(overrides: dict) -> str:
-    """A legend label: 'noise σ=0.5', 'pgd_at ε=0.3', 'vanilla'."""
+    """A legend label from a cell's settings (its overrides, or its whole config): 'noise σ=0.5', 'pgd_at ε=0.3',
+    'vanilla', 'noise σ=0.5 loss=mse'."""
     method = overrides.get("method", "vanilla")
     if method in ("noise", "sampled"):
         label = f"{method} σ={overrides.get('sigma', TrainConfig().sigma):g}"
         if overrides.get("learnable_sigma"):
             label = f"{method} learnable σ₀={overrides.get('sigma'):g}"
+            if overrides.get("bimodel_alpha", 0) > 0:
+                label += f" Bimodel α={overrides['bimodel_alpha']:g}"
         if overrides.get("loss", "stochastic") != "stochastic":
             label += f" loss={overrides['loss']}"
         if overrides.get("noise_at", "preact") != "preact":
@@ -82,6 +85,11 @@ BACKENDS = ("local", "ray")
 
 class CellsFailed(RuntimeError):
     """Some cells of a sweep raised or lost their workers too often; the others are saved."""
+
+
+def _as_json(value):
+    """What `value` reads back as from a results file (tuples become lists)."""
+    return json.loads(json.dumps(value))
 
 
 def checkpoint_path(out: Path, key: str) -> Path:
@@ -117,7 +125,8 @@ def run_cell(
     attacks = [tuple(a) if isinstance(a, list) else a for a in evaluation.attacks]
     table = robust_accuracy(trained.model, x, y, eps=evaluation.eps, attacks=attacks, seed=config.seed)
     return {
-        "overrides": overrides, "label": cell_label(overrides), "config": asdict(config), "history": trained.history,
+        "overrides": overrides, "label": cell_label(asdict(config)), "config": asdict(config),
+        "history": trained.history,
         "final_sigma": trained.history[-1]["sigma"] if trained.history else config.sigma,
         # each epoch's time as it ran, summed: a cell resumed after an interruption or a retry is not undercounted
         "train_seconds": sum(row["seconds"] for row in trained.history),
@@ -162,13 +171,24 @@ def run_sweep(
     if results.get("experiment") != name:
         raise ValueError(f"{results_path} holds results of {results.get('experiment')!r}, not {name!r}; "
                          "use another output folder")
+    if results["cells"] and "base_config" in results:
+        # finished cells are only reused under the same settings (those added since read as their defaults)
+        # (where the data lies and which device trains do not change what a cell is)
+        stored, now = asdict(TrainConfig()) | results["base_config"], _as_json(asdict(base))
+        changed = sorted(k for k in now if stored.get(k) != now[k] and k not in ("data_root", "device"))
+        stored_eval = results.get("evaluation")
+        if stored_eval is not None and stored_eval != _as_json(asdict(evaluation)):
+            changed.append("evaluation")
+        if changed:
+            raise ValueError(f"{results_path} holds cells made with other settings ({', '.join(changed)}); "
+                             "use another output folder, or delete it to start again")
     if backend == "local":
         driver = environment(resolve_device(base.device))
     else:  # the cells run on the cluster's workers: each record names its own device
         driver = environment() | {"device": "each cell's own (see its 'device')"}
     results.update({"base_config": asdict(base), "evaluation": asdict(evaluation), "environment": driver,
                     "backend": backend})
-    titles = {key: f"{cell_label(cell)} (seed {config.seed})" for key, cell, config in zip(keys, cells, configs)}
+    titles = {key: f"{cell_label(asdict(config))} (seed {config.seed})" for key, config in zip(keys, configs)}
     status = SweepStatus(out, titles, set(results["cells"]), backend)
     pending = [(key, cell, config) for key, cell, config in zip(keys, cells, configs) if key not in results["cells"]]
 
