@@ -123,6 +123,30 @@ def test_learnable_sigma_reports_its_trajectory(digits):
     assert "σ (learned)" in str(panel.chart.chart.to_dict())
 
 
+def test_the_ablation_options_reach_the_training_config_and_the_model_name(digits):
+    models = ModelList()
+    panel = TrainingPanel(models, digits)
+    panel.method.value = "noise"
+    panel.loss.value, panel.noise_at.value, panel.sigma_mode.value = "mse", "input", "relative"
+    config = panel.config()
+    assert (config.loss, config.noise_at, config.sigma_mode) == ("mse", "input", "relative")
+    # sampled trains with cross-entropy: the loss is the closed form's option only, placement and unit are both's
+    panel.method.value = "sampled"
+    assert panel.loss.disabled and not panel.noise_at.disabled and not panel.sigma_mode.disabled
+    config = panel.config()
+    assert (config.loss, config.noise_at, config.sigma_mode) == ("stochastic", "input", "relative")
+    panel.method.value = "vanilla"
+    assert panel.noise_at.disabled and panel.sigma_mode.disabled
+    assert panel.config().noise_at == "preact" and not panel.message.value  # ignored settings keep their defaults
+    panel.method.value = "noise"
+    panel.train_limit.value, panel.epochs.value = 128, 1
+    panel.train_button.click()
+    assert panel.wait(60)
+    (name,) = models.names
+    assert name.startswith("noise σ=0.5 loss=mse at input (relative)"), name
+    assert "--loss mse --noise-at input --sigma-mode relative" in models.get(name).command
+
+
 def test_negative_sigma_and_worker_errors_show_messages(digits):
     models = ModelList()
     panel = TrainingPanel(models, digits)

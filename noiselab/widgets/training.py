@@ -28,7 +28,7 @@ from ..charts.lab_training import COLUMNS, training_chart
 from ..loss import LearnableSigma
 from ..models import MODELS
 from ..moments import POOL_RULES, RELU_RULES
-from ..train import METHODS, NOISE_METHODS, TrainConfig, TrainProgress, TrainResult, train
+from ..train import METHODS, NOISE_LOSSES, NOISE_METHODS, TrainConfig, TrainProgress, TrainResult, train
 from ._charts import jupyter_chart
 from ._ui import ERROR, NOTE, OK, html_text
 from .models import LabModel, ModelList
@@ -55,6 +55,12 @@ def model_name(config: TrainConfig, final_sigma: float | None = None) -> str:
             head += f" Bimodel α={config.bimodel_alpha:g}"
         if config.method == "noise" and (config.relu, config.pool) != ("paper", "paper"):
             head += f" {config.relu}/{config.pool}"
+        if config.loss != "stochastic":
+            head += f" loss={config.loss}"
+        if config.noise_at != "preact":
+            head += f" at {config.noise_at}"
+        if config.sigma_mode != "absolute":
+            head += f" ({config.sigma_mode})"
     elif config.method in ADVERSARIAL_METHODS:
         head = f"{config.method} ε={config.eps:g}"
     else:
@@ -113,6 +119,14 @@ class TrainingPanel:
         self.alpha = widgets.FloatText(value=0.25, step=0.05, description="α", **wide)
         self.relu = widgets.Dropdown(options=list(RELU_RULES), value="paper", description="ReLU rule", **wide)
         self.pool = widgets.Dropdown(options=list(POOL_RULES), value="paper", description="pool rule", **wide)
+        # the ablations' options (docs/results.md): what the closed-form training minimises, where σ enters, its unit
+        self.loss = widgets.Dropdown(options=[(f"{name}: {text}", name) for name, text in NOISE_LOSSES.items()],
+                                     value="stochastic", description="loss", **wide)
+        self.noise_at = widgets.Dropdown(options=[("first pre-activation (paper)", "preact"), ("input", "input")],
+                                         value="preact", description="noise at", **wide)
+        self.sigma_mode = widgets.Dropdown(options=[("absolute (paper)", "absolute"),
+                                                    ("× each channel's std", "relative")],
+                                           value="absolute", description="σ unit", **wide)
         self.eps = widgets.FloatSlider(value=0.3, min=0.0, max=0.5, step=0.005, readout_format=".3f",
                                        description="ε (AT budget)", continuous_update=False, **wide)
         self.eps_warmup = widgets.FloatSlider(value=0.3, min=0.0, max=1.0, step=0.05, description="ε warm-up",
@@ -135,14 +149,14 @@ class TrainingPanel:
         self.train_button.on_click(self._on_train)
         self.stop_button.on_click(self._on_stop)
         for control in (self.method, self.sigma, self.learnable, self.bimodel, self.alpha, self.relu, self.pool,
-                        self.eps, self.eps_warmup, self.epochs, self.train_limit, self.seed, self.architecture,
-                        self.device, self.dataset, self.data_root):
+                        self.loss, self.noise_at, self.sigma_mode, self.eps, self.eps_warmup, self.epochs,
+                        self.train_limit, self.seed, self.architecture, self.device, self.dataset, self.data_root):
             control.observe(self._on_setting, names="value")
         self.dataset.observe(self._on_dataset, names="value")
         self.data_root.observe(self._on_dataset, names="value")
 
         noise_box = widgets.VBox([self.sigma, self.learnable, self.bimodel, self.alpha, self.relu,
-                                  self.pool])
+                                  self.pool, self.loss, self.noise_at, self.sigma_mode])
         settings = widgets.HBox([
             widgets.VBox([self.dataset, self.data_root, self.architecture, self.method, self.epochs,
                           self.train_limit, self.seed, self.device]),
@@ -174,6 +188,9 @@ class TrainingPanel:
             bimodel_alpha=float(self.alpha.value) if (method == "noise" and learnable and self.bimodel.value) else 0.0,
             relu=self.relu.value if method == "noise" else TrainConfig.relu,
             pool=self.pool.value if method == "noise" else TrainConfig.pool,
+            loss=self.loss.value if method == "noise" else TrainConfig.loss,
+            noise_at=self.noise_at.value if noisy else TrainConfig.noise_at,
+            sigma_mode=self.sigma_mode.value if noisy else TrainConfig.sigma_mode,
             eps=float(self.eps.value) if adversarial else TrainConfig.eps,
             eps_warmup=float(self.eps_warmup.value) if adversarial else 0.0,
             seed=int(self.seed.value), train_limit=int(self.train_limit.value) or None, device=self.device.value,
@@ -186,7 +203,8 @@ class TrainingPanel:
         # train() adds the Bimodel term in the closed-form method only
         self.bimodel.disabled = method != "noise" or not self.learnable.value
         self.alpha.disabled = self.bimodel.disabled or not self.bimodel.value
-        self.relu.disabled = self.pool.disabled = method != "noise"
+        self.relu.disabled = self.pool.disabled = self.loss.disabled = method != "noise"
+        self.noise_at.disabled = self.sigma_mode.disabled = method not in NOISE_METHODS
         self.eps.disabled = self.eps_warmup.disabled = method not in ADVERSARIAL_METHODS
 
     def _on_setting(self, change=None) -> None:
