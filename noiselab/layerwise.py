@@ -210,3 +210,24 @@ def mean_path_gaps(model: nn.Module, x: Tensor, sigma: float, relu: str = "paper
                    pool: str = "paper") -> list[MeanPathGap]:
     """The per-layer gaps of mean_path (see there)."""
     return mean_path(model, x, sigma, relu, pool).gaps
+
+
+def loss_sigma_gradient(model: nn.Module, x: Tensor, y: Tensor, sigmas: list[float], relu: str = "paper",
+                        pool: str = "paper") -> list[tuple[float, float]]:
+    """d(stochastic loss)/d(sigma) on (x, y) at each sigma of `sigmas` for the model's fixed weights: [(sigma, grad)].
+
+    Where σ is learned, it stops where this derivative is 0 ("Model"); with the Bimodel term -α σ², where it equals
+    2 α σ. So the curve says where σ would settle for these weights, and whether a σ* is reachable at all."""
+    from .loss import stochastic_loss
+    from .propagate import Rules, propagate_unchecked
+
+    layers = sequential_layers(model)
+    check_input(model, x)
+    gradients = []
+    for value in sigmas:
+        check_sigma(value)
+        sigma = torch.tensor(float(value), dtype=x.dtype, device=x.device, requires_grad=True)
+        output, _ = propagate_unchecked(layers, x, sigma, Rules(relu, pool))
+        (gradient,) = torch.autograd.grad(stochastic_loss(output.mean, output.var, y), sigma)
+        gradients.append((float(value), float(gradient)))
+    return gradients

@@ -1,6 +1,7 @@
 """Issue 7's controls: the mean path under each rule set, the loss ablation and the noise placement (core,
 training, and the reproduce experiments through the real CLI)."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -302,3 +303,20 @@ def test_reproduce_attackloss_quick_compares_the_objectives_beside_eot(tmp_path)
         closed = attacked[(attacked["model"] == row["model"]) & (attacked["eps"] == row["eps"])
                           & attacked["attack"].str.startswith("closed-form")]
         assert row["accuracy"] == pytest.approx(closed["mean"].min())
+
+
+def test_the_losss_sigma_gradient_matches_a_finite_difference(small_model_and_digits):
+    from noiselab.layerwise import loss_sigma_gradient
+    from noiselab.loss import stochastic_loss
+
+    model, x = small_model_and_digits
+    model, x = copy.deepcopy(model).double(), x.double()  # a copy: the fixture's model stays float32
+    y = torch.arange(6) % 10
+
+    def loss(sigma):
+        out = propagate(model, x, sigma, relu="moment", pool="clark")
+        return float(stochastic_loss(out.mean, out.var, y))
+
+    for sigma, gradient in loss_sigma_gradient(model, x, y, [0.3, 1.9], "moment", "clark"):
+        h = 1e-5
+        assert gradient == pytest.approx((loss(sigma + h) - loss(sigma - h)) / (2 * h), rel=1e-4, abs=1e-9)

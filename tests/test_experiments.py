@@ -59,6 +59,10 @@ def test_other_reproductions_quick(experiment, tmp_path):
             (summary["sigma_final"] / summary["preact_std_final"]).tolist())
         stored = json.loads((tmp_path / experiment / "results.json").read_text())["trajectories"]
         assert len(stored) == 6 * 192 and all(row["weight_norm"] > 0 for row in stored)
+        gradients = pd.read_csv(tmp_path / experiment / "table1_sigma_gradient.csv")
+        assert len(gradients) == 6 * 14 and gradients["dloss_dsigma"].notna().all()
+        bimodel = gradients[gradients["variant"] == "Bimodel (α = 0.25)"]
+        assert bimodel["bimodel_pull"].tolist() == pytest.approx((0.5 * bimodel["sigma"]).tolist())
     if experiment == "fig6":
         assert set(summary["knob"]) == {"sigma", "train_eps"}
     if experiment == "fig3":

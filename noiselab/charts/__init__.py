@@ -63,9 +63,11 @@ def censoring_chart(curves: pd.DataFrame) -> alt.Chart:
     ).properties(title="ReLU censoring of Z ~ N(μ, σ²) (the paper's Fig. 3)")
 
 
-def sigma_trajectory_chart(trajectory: pd.DataFrame) -> alt.VConcatChart:
+def sigma_trajectory_chart(trajectory: pd.DataFrame, gradients: pd.DataFrame | None = None) -> alt.VConcatChart:
     """Table 1: learnable sigma and the first layer's weight norm against training step, per variant and seed
-    (one line per seed): σ alone cannot say whether the noise grew or shrank relative to what it is added to."""
+    (one line per seed): σ alone cannot say whether the noise grew or shrank relative to what it is added to.
+    With `gradients` (table1_sigma_gradient.csv), a third panel: the trained weights' d(loss)/dσ against σ beside
+    the Bimodel's pull 2ασ; σ settles where they cross (Model: where d(loss)/dσ = 0)."""
     def panel(field: str, axis: str) -> alt.Chart:
         return alt.Chart(trajectory).mark_line().encode(
             x=alt.X("step:Q", title="training step"),
@@ -75,5 +77,18 @@ def sigma_trajectory_chart(trajectory: pd.DataFrame) -> alt.VConcatChart:
             tooltip=["variant:N", "seed:N", "step:Q", alt.Tooltip(f"{field}:Q", format=".4f")],
         ).properties(width=420, height=200)
 
-    return alt.vconcat(panel("sigma", "σ"), panel("weight_norm", "first layer's weight norm")).properties(
+    panels = [panel("sigma", "σ"), panel("weight_norm", "first layer's weight norm")]
+    if gradients is not None and len(gradients):
+        base = alt.Chart(gradients).encode(x=alt.X("sigma:Q", title="σ (final weights held fixed)"),
+                                           color=alt.Color("variant:N"), detail="seed:N")
+        slope = base.mark_line(point=True).encode(
+            # symlog: the Bimodel's pull is often orders of magnitude above the loss's own slope
+            y=alt.Y("dloss_dsigma:Q", title="d(loss)/dσ  (dashed: 2ασ; symlog)",
+                    scale=alt.Scale(type="symlog", constant=1e-3)),
+            tooltip=["variant:N", "seed:N", "sigma:Q", alt.Tooltip("dloss_dsigma:Q", format=".4f")])
+        pull = base.transform_filter("datum.bimodel_pull > 0").mark_line(strokeDash=[4, 3]).encode(
+            y="bimodel_pull:Q")
+        zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="gray").encode(y="y:Q")
+        panels.append((slope + pull + zero).properties(width=420, height=200))
+    return alt.vconcat(*panels).properties(
         title="Learnable σ from σ₀ = 1.9 (the paper's Table 1), beside the first layer's scale")

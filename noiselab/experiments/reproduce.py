@@ -17,14 +17,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .. import data as data_module
 from ..charts import censoring_chart, clean_accuracy_chart, save_chart, sigma_trajectory_chart
+from ..checkpoint import load_model
+from ..layerwise import loss_sigma_gradient
 from ..moments import censoring_curves
-from ..train import TrainConfig
+from ..train import TrainConfig, resolve_device
 from .ablations import losses, meanpath, placement, sigmascale
 from .adaptive import attackloss, fig7
 from .presets import cifar_preset, mnist_preset, robustness_cells, robustness_figure
 from .records import check_output_folder, environment, write_json
-from .sweep import EvalSpec, cell_label, robust_table, run_sweep
+from .sweep import EvalSpec, cell_key, cell_label, checkpoint_path, robust_table, run_sweep
 
 
 def fig3(out: Path, quick: bool = False, **_) -> dict:
@@ -141,9 +144,34 @@ def table1(out: Path, quick: bool = False, data_root: str | None = None, device:
                      else None, "steps": last["step"]})
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "table1.csv", index=False)
+    gradients = _table1_sigma_gradients(base, cells, out, names)
+    gradients.to_csv(out / "table1_sigma_gradient.csv", index=False)
     step = max(1, len(frame) // 2000)
     return {"results": results, "summary": summary,
-            "files": save_chart(sigma_trajectory_chart(frame.iloc[::step]), out, "table1")}
+            "files": save_chart(sigma_trajectory_chart(frame.iloc[::step], gradients), out, "table1")}
+
+
+SIGMA_GRADIENT_GRID = [0.1, 0.25, 0.4, 0.55, 0.7, 0.79, 0.9, 1.1, 1.3, 1.5, 1.7, 1.9, 2.2, 2.5]
+
+
+def _table1_sigma_gradients(base: TrainConfig, cells: list[dict], out: Path, names: dict) -> pd.DataFrame:
+    """For each trained cell's final weights: d(stochastic loss)/dσ over a σ grid on 1,000 training images, beside
+    2ασ (where the Bimodel's σ settles): where σ would stop for these weights."""
+    device = resolve_device(base.device)
+    data = data_module.load(base.dataset, root=base.data_root, device=device)
+    x, y = data.tensors("train", limit=1000)
+    rows = []
+    for overrides in cells:
+        path = checkpoint_path(out, cell_key(overrides))
+        if not path.exists():  # a cell not trained in this folder (stopped before it began)
+            continue
+        model, _ = load_model(path, map_location=device)
+        alpha = overrides["bimodel_alpha"]
+        for sigma, gradient in loss_sigma_gradient(model, data_module.to_float(x), y, SIGMA_GRADIENT_GRID,
+                                                   base.relu, base.pool):
+            rows.append({"variant": names[alpha], "seed": overrides["seed"], "sigma": sigma,
+                         "dloss_dsigma": gradient, "bimodel_pull": 2 * alpha * sigma})
+    return pd.DataFrame(rows, columns=["variant", "seed", "sigma", "dloss_dsigma", "bimodel_pull"])
 
 
 EXPERIMENTS: dict[str, Callable[..., dict]] = {"fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6,
