@@ -3,10 +3,11 @@
     .venv/bin/python bench/sweep_cost.py --device cuda                 # on the GPU machine: the figures for docs
     .venv/bin/python bench/sweep_cost.py --device cpu --quick           # here: exercises it, CPU figures only
 
-The grid is every cell of the sweeps behind fig4, fig5, fig6 and table1 at full size (noiselab.experiments.
-reproduce.sweep_grids: 108 cells; fig7 and the ablations are not sweeps and are not in it). Cells that cost the
-same (same data shape, model, method, batch size, PGD steps, rules, learnable σ: σ and ε do not change the
-cost) form one kind, and each kind is measured once on this device:
+The grid is every cell of the sweeps behind fig4, fig5, fig6 and table1 and the sweep-shaped ablations (losses,
+placement, sigmascale) at full size (noiselab.experiments.reproduce.sweep_grids: 201 cells; fig7, attackloss and
+meanpath are not sweeps and are not in it). Cells that cost the same (same data shape, model, method, batch size,
+PGD steps, rules, learnable σ, loss, noise placement, σ mode: σ and ε do not change the cost) form one kind, and
+each kind is measured once on this device:
   - training: seconds per step through noiselab.train.train (bench/train_cost.py's timer, after warm-up),
     times the cell's exact step count (training examples / batch size, rounded up, times epochs);
   - the test-accuracy pass after each epoch, timed once and counted once per epoch;
@@ -47,7 +48,8 @@ from noiselab.train import TrainConfig, accuracy, resolve_device  # noqa: E402
 
 # (training examples, test examples, image shape) of the full data sets the grid trains on
 SIZES = {"mnist": (60_000, 10_000, (1, 28, 28)), "cifar10": (50_000, 10_000, (3, 32, 32))}
-KIND_FIELDS = ("dataset", "model", "method", "batch_size", "pgd_steps", "relu", "pool", "learnable_sigma")
+KIND_FIELDS = ("dataset", "model", "method", "batch_size", "pgd_steps", "relu", "pool", "learnable_sigma", "loss",
+               "noise_at", "sigma_mode")
 
 
 def synthetic(dataset: str, train: int, test: int, device: torch.device) -> data_module.Dataset:

@@ -145,6 +145,18 @@ def test_under_the_paper_rules_cross_entropy_on_the_means_is_vanilla_training():
     assert not torch.allclose(moment.state_dict()["0.weight"], vanilla["0.weight"])
 
 
+def test_under_the_paper_rules_the_mse_term_alone_does_not_see_sigma():
+    # its MSE term compares the propagated mean, which is the network's output, with the label: no σ in it
+    quick = dict(model="demo-cnn", train_limit=256, batch_size=64, epochs=1, device="cpu", loss="mse")
+    low = train(TrainConfig(method="noise", sigma=0.1, **quick)).model.state_dict()
+    high = train(TrainConfig(method="noise", sigma=2.5, **quick)).model.state_dict()
+    for key in low:
+        torch.testing.assert_close(high[key], low[key])
+    # the full loss does see it, through the variances in its probability term
+    full = train(TrainConfig(method="noise", sigma=2.5, **{**quick, "loss": "stochastic"})).model.state_dict()
+    assert not torch.allclose(full["0.weight"], low["0.weight"])
+
+
 def test_a_loss_other_than_the_stochastic_one_is_for_the_noise_method_only():
     with pytest.raises(ValueError, match="unknown loss"):
         TrainConfig(method="noise", loss="hinge").validate()

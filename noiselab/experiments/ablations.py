@@ -85,6 +85,19 @@ def _ablation_preset(quick: bool, data_root: str | None, device: str):
     return replace(preset, seeds=max(preset.seeds, ABLATION_SEEDS))
 
 
+def _sigma_scale_preset(quick: bool, data_root: str | None, device: str):
+    preset = _ablation_preset(quick, data_root, device)
+    return replace(preset, base=replace(preset.base, epochs=SCALE_QUICK_EPOCHS)) if quick else preset
+
+
+def ablation_grids(quick: bool = False, data_root: str | None = None, device: str = "auto") -> dict:
+    """The sweep-shaped ablations as {name: (base config, cells, evaluation)}, as `reproduce` runs them."""
+    preset, scale = _ablation_preset(quick, data_root, device), _sigma_scale_preset(quick, data_root, device)
+    return {"losses": (preset.base, loss_cells(preset.seeds), preset.evaluation),
+            "placement": (preset.base, placement_cells(preset.seeds, quick), preset.evaluation),
+            "sigmascale": (scale.base, sigma_scale_cells(scale.seeds, quick), scale.evaluation)}
+
+
 def loss_cells(seeds: int) -> list[dict]:
     cells = []
     for seed in range(seeds):
@@ -160,9 +173,7 @@ def sigma_scale_trajectories(results: dict) -> pd.DataFrame:
 
 def sigmascale(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto",
                **hooks) -> dict:
-    preset = _ablation_preset(quick, data_root, device)
-    if quick:
-        preset = replace(preset, base=replace(preset.base, epochs=SCALE_QUICK_EPOCHS))
+    preset = _sigma_scale_preset(quick, data_root, device)
     results = run_sweep("sigmascale", preset.base, sigma_scale_cells(preset.seeds, quick), preset.evaluation, out,
                         **hooks)
     trajectories = sigma_scale_trajectories(results)

@@ -23,7 +23,7 @@ from ..checkpoint import load_model
 from ..layerwise import loss_sigma_gradient
 from ..moments import censoring_curves
 from ..train import TrainConfig, resolve_device
-from .ablations import losses, meanpath, placement, sigmascale
+from .ablations import ablation_grids, losses, meanpath, placement, sigmascale
 from .adaptive import attackloss, fig7
 from .presets import cifar_preset, mnist_preset, robustness_cells, robustness_figure
 from .records import check_output_folder, environment, write_json
@@ -88,12 +88,14 @@ def _table1_grid(quick: bool, data_root: str | None, device: str) -> tuple[Train
 
 def sweep_grids(quick: bool = False, data_root: str | None = None,
                 device: str = "auto") -> dict[str, tuple[TrainConfig, list[dict], EvalSpec]]:
-    """The sweeps behind fig4, fig5, fig6 and table1 as (base config, cells, evaluation): what `reproduce` runs,
-    for whoever needs the whole grid (bench/sweep_cost.py prices it)."""
+    """The sweeps behind fig4, fig5, fig6, table1 and the sweep-shaped ablations (losses, placement, sigmascale) as
+    (base config, cells, evaluation): what `reproduce` runs, for whoever needs the whole grid (bench/sweep_cost.py
+    prices it)."""
     mnist, cifar = mnist_preset(quick, data_root, device), cifar_preset(quick, data_root, device)
     return {"fig4": (mnist.base, robustness_cells(mnist), mnist.evaluation),
             "fig5": (cifar.base, robustness_cells(cifar), cifar.evaluation),
-            "fig6": _fig6_grid(quick, data_root, device), "table1": _table1_grid(quick, data_root, device)}
+            "fig6": _fig6_grid(quick, data_root, device), "table1": _table1_grid(quick, data_root, device),
+            **ablation_grids(quick, data_root, device)}
 
 
 def fig6(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
