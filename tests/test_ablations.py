@@ -337,3 +337,26 @@ def test_the_losss_sigma_gradient_matches_a_finite_difference(small_model_and_di
     for sigma, gradient in loss_sigma_gradient(model, x, y, [0.3, 1.9], "moment", "clark"):
         h = 1e-5
         assert gradient == pytest.approx((loss(sigma + h) - loss(sigma - h)) / (2 * h), rel=1e-4, abs=1e-9)
+
+
+def test_reproduce_recipe_quick_ranks_noise_only_variants_under_the_constraints(tmp_path):
+    from noiselab.experiments.ablations import RECIPE_REFERENCES, RECIPE_VARIANTS
+
+    folder, results = _reproduce("recipe", tmp_path)
+    summary = pd.read_csv(folder / "recipe.csv")
+    assert len(results["cells"]) == 3 * (len(RECIPE_VARIANTS) + len(RECIPE_REFERENCES))
+    assert (summary["seeds"] == 3).all() and set(results["evaluation"]["eps"]) == {0.0, 0.1, 0.3}
+    assert summary.set_index("variant").loc["vanilla", "cost_ratio"] == pytest.approx(1.0)
+    answers = json.loads((folder / "summary.json").read_text())
+    vanilla_clean = summary.set_index("variant").loc["vanilla", "clean_mean"]
+    assert answers["clean_floor"] == pytest.approx(vanilla_clean - 0.02)
+    # eligibility is exactly the constraints, and only noise-only variants compete
+    expected = summary["noise_only"] & (summary["clean_mean"] >= answers["clean_floor"]) & (summary["cost_ratio"] <= 2)
+    assert (summary["eligible"] == expected).all()
+    for eps in ("0.1", "0.3"):
+        best = answers["best"][eps]
+        eligible = summary[summary["eligible"]]
+        if len(eligible):
+            assert best["robust"] == pytest.approx(eligible[f"robust_{eps}_mean"].max())
+        pgd = summary.set_index("variant").loc["PGD-AT ε=0.3"]
+        assert best["pgd_at"] == pytest.approx(pgd[f"robust_{eps}_mean"])

@@ -68,3 +68,32 @@ def sigma_scale_chart(trajectories: pd.DataFrame, summary: pd.DataFrame, title: 
     return alt.vconcat(over_training("weight_norm", "first layer's weight norm"),
                        over_training("relative_noise", "noise std / pre-activation std"),
                        robustness).resolve_scale(color="independent").properties(title=title)
+
+
+def recipe_chart(summary: pd.DataFrame, eps: tuple[float, ...], title: str) -> alt.HConcatChart:
+    """Robust accuracy against training cost (× vanilla), one panel per ε, ±1 std bars over seeds; filled points are
+    the noise-only variants that meet the constraints, the dashed line the cost limit."""
+    panels = []
+    for value in eps:
+        column = f"robust_{value:g}"
+        # plain field names: Vega-Lite reads a dot in a field name as a nested field
+        frame = summary.assign(robust=summary[f"{column}_mean"], spread=summary[f"{column}_std"],
+                               low=summary[f"{column}_mean"] - summary[f"{column}_std"],
+                               high=summary[f"{column}_mean"] + summary[f"{column}_std"],
+                               kind=summary["noise_only"].map({True: "noise only", False: "reference"}))
+        frame = frame[["variant", "kind", "eligible", "cost_ratio", "clean_mean", "seeds", "robust", "spread", "low",
+                       "high"]]
+        base = alt.Chart(frame).encode(x=alt.X("cost_ratio:Q", title="training time × vanilla's",
+                                               scale=alt.Scale(type="log")))
+        points = base.mark_point(size=70, filled=True).encode(
+            y=alt.Y("robust:Q", title=f"robust accuracy at ε = {value:g}", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("variant:N", title="variant", scale=alt.Scale(scheme="tableau20")),
+            shape=alt.Shape("kind:N", title=None),
+            opacity=alt.condition("datum.eligible", alt.value(1.0), alt.value(0.35)),
+            tooltip=["variant:N", alt.Tooltip("robust:Q", format=".3f"), alt.Tooltip("spread:Q", format=".3f"),
+                     alt.Tooltip("clean_mean:Q", format=".3f"), alt.Tooltip("cost_ratio:Q", format=".2f"),
+                     "eligible:N", "seeds:Q"])
+        bars = base.mark_rule().encode(y="low:Q", y2="high:Q", color=alt.Color("variant:N"))
+        limit = alt.Chart(pd.DataFrame({"x": [2.0]})).mark_rule(strokeDash=[4, 3], color="gray").encode(x="x:Q")
+        panels.append((bars + points + limit).properties(width=300, height=260, title=f"ε = {value:g}"))
+    return alt.hconcat(*panels).properties(title=title)

@@ -4,6 +4,7 @@
     noiselab reproduce losses --quick --out results/       # minutes on a CPU: the embedded digits, DemoCNN, 3 seeds
     noiselab reproduce placement --quick --out results/
     noiselab reproduce sigmascale --quick --out results/
+    noiselab reproduce recipe --quick --out results/         # the best noise-only variant under the constraints
     noiselab reproduce losses --data-root ../shared/data/mnist --out results/   # full MNIST, LeNet5: for a GPU
 
 meanpath: is the propagated mean the deterministic network's output? For each starter model (LeNet5 trained on the
@@ -24,10 +25,16 @@ sigmascale: the noise is added to a pre-activation whose scale the network learn
 the first layer's weight norm and its pre-activation's std (so the noise's size relative to the signal), with σ as
 the paper has it (absolute) and σ relative to each channel's std (sigma_mode="relative"), and the robust accuracy
 of both against σ: does robustness depend on σ as the paper claims, and does it once σ cannot be outgrown?
+
+recipe: the noise-only variants the other ablations point at (loss, rules, σ and its unit, placement, sampled
+noise), 3 seeds each, beside vanilla, PGD-AT and FGSM-RS; each with its clean and robust accuracy and its training
+cost measured against vanilla's in the same run. The best variant at each ε among those that keep the clean
+accuracy (full: >= 98%; quick: within 2 points of vanilla's) at <= 2x vanilla's training time, beside PGD-AT.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +42,7 @@ import pandas as pd
 
 from .. import data as data_module
 from ..charts import save_chart
-from ..charts.ablations import mean_path_chart, placement_chart, sigma_scale_chart
+from ..charts.ablations import mean_path_chart, placement_chart, recipe_chart, sigma_scale_chart
 from ..layerwise import mean_path
 from ..starter import load_starter_models
 from ..train import NOISE_LOSSES, resolve_device
@@ -93,7 +100,9 @@ def _sigma_scale_preset(quick: bool, data_root: str | None, device: str):
 def ablation_grids(quick: bool = False, data_root: str | None = None, device: str = "auto") -> dict:
     """The sweep-shaped ablations as {name: (base config, cells, evaluation)}, as `reproduce` runs them."""
     preset, scale = _ablation_preset(quick, data_root, device), _sigma_scale_preset(quick, data_root, device)
+    recipe_eval = replace(preset.evaluation, eps=[0.0, *RECIPE_EPS])
     return {"losses": (preset.base, loss_cells(preset.seeds), preset.evaluation),
+            "recipe": (preset.base, recipe_cells(preset.seeds), recipe_eval),
             "placement": (preset.base, placement_cells(preset.seeds, quick), preset.evaluation),
             "sigmascale": (scale.base, sigma_scale_cells(scale.seeds, quick), scale.evaluation)}
 
@@ -186,3 +195,79 @@ def sigmascale(out: Path, quick: bool = False, data_root: str | None = None, dev
     title = "The scale of σ: first layer over training, robustness against σ" + (" — quick mode" if quick else "")
     return {"results": results, "summary": summary,
             "files": save_chart(sigma_scale_chart(trajectories, summary, title), out, "sigmascale")}
+
+
+# (label, overrides): the noise-only candidates, then the references they are measured against
+RECIPE_VARIANTS = [
+    ("paper: stochastic loss, σ=0.5", {"method": "noise", "sigma": 0.5}),
+    ("stochastic loss, σ=1.5", {"method": "noise", "sigma": 1.5}),
+    ("MSE term alone (σ-free)", {"method": "noise", "sigma": 0.5, "loss": "mse"}),
+    ("moment/Clark rules, σ=0.5", {"method": "noise", "sigma": 0.5, "relu": "moment", "pool": "clark"}),
+    ("relative σ=2", {"method": "noise", "sigma": 2.0, "sigma_mode": "relative"}),
+    ("relative σ=2, moment/Clark", {"method": "noise", "sigma": 2.0, "sigma_mode": "relative", "relu": "moment",
+                                    "pool": "clark"}),
+    ("input noise σ=0.6", {"method": "noise", "sigma": 0.6, "noise_at": "input"}),
+    ("sampled noise σ=0.8 (CE)", {"method": "sampled", "sigma": 0.8}),
+]
+RECIPE_REFERENCES = [("vanilla", {"method": "vanilla"}), ("PGD-AT ε=0.3", {"method": "pgd_at", "eps": 0.3}),
+                     ("FGSM-RS ε=0.3", {"method": "fgsm_rs", "eps": 0.3})]
+RECIPE_EPS = (0.1, 0.3)
+RECIPE_MAX_COST = 2.0        # training time relative to vanilla's
+RECIPE_CLEAN_FULL = 0.98     # the issue's clean-accuracy floor on full MNIST
+RECIPE_CLEAN_QUICK_DROP = 0.02  # quick mode cannot reach 98%: within 2 points of vanilla's clean accuracy instead
+
+
+def recipe_cells(seeds: int) -> list[dict]:
+    return [dict(overrides, seed=seed) for seed in range(seeds) for _, overrides in RECIPE_VARIANTS + RECIPE_REFERENCES]
+
+
+def recipe_summary(results: dict, quick: bool) -> tuple[pd.DataFrame, dict]:
+    """Per variant: clean and robust accuracy at RECIPE_EPS (mean, std over seeds), training seconds and their ratio
+    to vanilla's; which noise-only variants meet the constraints, and the best of them at each ε beside PGD-AT."""
+    names = {json.dumps(o, sort_keys=True): label for label, o in RECIPE_VARIANTS + RECIPE_REFERENCES}
+    rows = []
+    for cell in results["cells"].values():
+        overrides = {k: v for k, v in cell["overrides"].items() if k != "seed"}
+        by_eps = {}
+        for row in cell["robust"]:
+            by_eps[row["eps"]] = row["accuracy"]  # the last stage per eps is the worst case
+        rows.append({"variant": names[json.dumps(overrides, sort_keys=True)], "seed": cell["config"]["seed"],
+                     "noise_only": cell["config"]["method"] in ("noise", "sampled"),
+                     "train_seconds": cell["train_seconds"], "clean": by_eps[0.0],
+                     **{f"robust_{eps:g}": by_eps[eps] for eps in RECIPE_EPS}})
+    table = pd.DataFrame(rows)
+    metrics = ["clean", "train_seconds", *(f"robust_{eps:g}" for eps in RECIPE_EPS)]
+    summary = table.groupby(["variant", "noise_only"], sort=False)[metrics].agg(["mean", "std"])
+    summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
+    summary = summary.reset_index().fillna(0.0)
+    summary["seeds"] = table.groupby(["variant", "noise_only"], sort=False).size().values
+    vanilla = summary[summary["variant"] == "vanilla"].iloc[0]
+    summary["cost_ratio"] = summary["train_seconds_mean"] / vanilla["train_seconds_mean"]
+    floor = vanilla["clean_mean"] - RECIPE_CLEAN_QUICK_DROP if quick else RECIPE_CLEAN_FULL
+    summary["eligible"] = summary["noise_only"] & (summary["clean_mean"] >= floor) & (
+        summary["cost_ratio"] <= RECIPE_MAX_COST)
+    pgd = summary[summary["variant"] == "PGD-AT ε=0.3"].iloc[0]
+    answers = {"clean_floor": float(floor), "max_cost_ratio": RECIPE_MAX_COST, "best": {}}
+    for eps in RECIPE_EPS:
+        column = f"robust_{eps:g}_mean"
+        eligible = summary[summary["eligible"]]
+        entry = {"pgd_at": float(pgd[column]), "pgd_at_cost_ratio": float(pgd["cost_ratio"])}
+        if len(eligible):
+            best = eligible.loc[eligible[column].idxmax()]
+            entry.update({"variant": best["variant"], "robust": float(best[column]),
+                          "std": float(best[f"robust_{eps:g}_std"]), "cost_ratio": float(best["cost_ratio"]),
+                          "gap_to_pgd_at": float(pgd[column] - best[column])})
+        answers["best"][f"{eps:g}"] = entry
+    return summary, answers
+
+
+def recipe(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
+    preset = _ablation_preset(quick, data_root, device)
+    evaluation = replace(preset.evaluation, eps=[0.0, *RECIPE_EPS])
+    results = run_sweep("recipe", preset.base, recipe_cells(preset.seeds), evaluation, out, **hooks)
+    summary, answers = recipe_summary(results, quick)
+    summary.to_csv(out / "recipe.csv", index=False)
+    write_json(out / "summary.json", answers)
+    title = "Noise-only variants: robustness against training cost" + (" — quick mode" if quick else "")
+    return {"results": results, "summary": summary, "answers": answers,
+            "files": save_chart(recipe_chart(summary, RECIPE_EPS, title), out, "recipe")}

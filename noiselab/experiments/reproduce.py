@@ -23,7 +23,7 @@ from ..checkpoint import load_model
 from ..layerwise import loss_sigma_gradient
 from ..moments import censoring_curves
 from ..train import TrainConfig, resolve_device
-from .ablations import ablation_grids, losses, meanpath, placement, sigmascale
+from .ablations import ablation_grids, losses, meanpath, placement, recipe, sigmascale
 from .adaptive import attackloss, fig7
 from .presets import cifar_preset, mnist_preset, robustness_cells, robustness_figure
 from .records import check_output_folder, environment, write_json
@@ -179,11 +179,11 @@ def _table1_sigma_gradients(base: TrainConfig, cells: list[dict], out: Path, nam
 EXPERIMENTS: dict[str, Callable[..., dict]] = {"fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6,
                                                "fig7": fig7, "table1": table1, "meanpath": meanpath,
                                                "losses": losses, "placement": placement, "sigmascale": sigmascale,
-                                               "attackloss": attackloss}
+                                               "attackloss": attackloss, "recipe": recipe}
 
 
 # plain sweeps; table1 records σ at every step, fig7 and attackloss their own rows in-process
-RAY_READY = ("fig4", "fig5", "fig6", "losses", "placement", "sigmascale")
+RAY_READY = ("fig4", "fig5", "fig6", "losses", "placement", "sigmascale", "recipe")
 
 
 def reproduce(name: str, out: str | Path, quick: bool = False, data_root: str | None = None, device: str = "auto",
