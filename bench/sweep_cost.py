@@ -4,8 +4,8 @@
     .venv/bin/python bench/sweep_cost.py --device cpu --quick           # here: exercises it, CPU figures only
 
 The grid is every cell of the sweeps behind fig4, fig5, fig6 and table1 and the sweep-shaped ablations (losses,
-placement, sigmascale) at full size (noiselab.experiments.reproduce.sweep_grids: 201 cells; fig7, attackloss and
-meanpath are not sweeps and are not in it). Cells that cost the same (same data shape, model, method, batch size,
+placement, sigmascale, recipe) at full size (noiselab.experiments.reproduce.sweep_grids: 234 cells; fig7,
+attackloss and meanpath are not sweeps and are not in it). Cells that cost the same (same data shape, model, method, batch size,
 PGD steps, rules, learnable σ, loss, noise placement, σ mode: σ and ε do not change the cost) form one kind, and
 each kind is measured once on this device:
   - training: seconds per step through noiselab.train.train (bench/train_cost.py's timer, after warm-up),
