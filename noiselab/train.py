@@ -15,13 +15,13 @@ Methods (METHODS):
   (noise_at="input", as randomized smoothing does), with std sigma (sigma_mode="absolute", the paper) or sigma
   times the batch's per-channel std of what it is added to (sigma_mode="relative": the network cannot outgrow the
   noise by scaling its first layer up).
-
-Every epoch's row in the history records the first layer's weight norm and the std of its pre-activation on a fixed
-probe of training images (the scale the noise is measured against); every progress report the weight norm.
   pgd_at   Madry et al.'s PGD adversarial training at eps (pgd_steps steps of 2.5 eps / steps, random start).
   fgsm_rs  Wong et al.'s fast adversarial training: FGSM from a random start, step 1.25 eps.
   Both can ramp eps up linearly over the first eps_warmup fraction of the steps (common practice on MNIST at
   eps = 0.3, where short runs at the full budget from scratch collapse to a constant prediction).
+
+Every epoch's row in the history records the first layer's weight norm and the std of its pre-activation on a fixed
+probe of training images (the scale the noise is measured against); every progress report the weight norm.
 
 Long runs report through `progress(TrainProgress)` after every batch, stop within one batch when `stop` (a
 threading.Event) is set, and, given a checkpoint path, save there atomically at every epoch's end and when
