@@ -177,6 +177,9 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     for args in (["train", "--out", str(blocker / "a.pt"), "--train-limit", "10"],
                  ["train", "--out", "x.pt", "--eps", "2"],
                  ["train", "--out", "x.pt", "--dataset", "svhn"],
+                 ["train", "--out", "x.pt", "--method", "vanilla", "--loss", "mse"],
+                 ["train", "--out", "x.pt", "--method", "pgd_at", "--noise-at", "input"],
+                 ["train", "--out", "x.pt", "--method", "noise", "--sigma-mode", "per-pixel"],
                  ["attack", str(blocker)]):
         result = subprocess.run([sys.executable, "-m", "noiselab.cli", *args], capture_output=True, text=True,
                                 timeout=120, cwd=tmp_path)
