@@ -5,9 +5,9 @@
 
 The grid is every cell of the sweeps behind fig4, fig5, fig6 and table1 and the sweep-shaped ablations (losses,
 placement, sigmascale, recipe) at full size (noiselab.experiments.reproduce.sweep_grids: 234 cells; fig7,
-attackloss and meanpath are not sweeps and are not in it). Cells that cost the same (same data shape, model, method, batch size,
-PGD steps, rules, learnable σ, loss, noise placement, σ mode: σ and ε do not change the cost) form one kind, and
-each kind is measured once on this device:
+attackloss and meanpath are not sweeps and are not in it). Cells that cost the same (same data shape, model,
+method, batch size, PGD steps, rules, learnable σ, loss, noise placement, σ mode: σ and ε do not change the cost)
+form one kind, and each kind is measured once on this device:
   - training: seconds per step through noiselab.train.train (bench/train_cost.py's timer, after warm-up),
     times the cell's exact step count (training examples / batch size, rounded up, times epochs);
   - the test-accuracy pass after each epoch, timed once and counted once per epoch;
