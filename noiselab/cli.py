@@ -352,7 +352,8 @@ def reproduce_command(args: argparse.Namespace) -> int:
     hooks, close_bar = _sweep_hooks(args.backend)
     try:
         output = reproduce(args.experiment, args.out, quick=args.quick, data_root=args.data_root,
-                           device=args.device, **_backend_arguments(args), **hooks)
+                           device=args.device, epochs=args.epochs, train_limit=args.train_limit,
+                           test_limit=args.test_limit, **_backend_arguments(args), **hooks)
     except CellsFailed as error:
         close_bar()
         print(f"noiselab reproduce: error: {error}", file=sys.stderr)
@@ -424,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     reproduce_parser.add_argument("--out", default="results", help="writes into OUT/EXPERIMENT/")
     reproduce_parser.add_argument("--data-root", default=None, help="folder of the data set (full runs)")
     reproduce_parser.add_argument("--device", default="auto")
+    scale = reproduce_parser.add_argument_group("between quick and full (results in a folder of their own)")
+    scale.add_argument("--epochs", type=_positive_int, default=None, help="train every model this many epochs")
+    scale.add_argument("--train-limit", type=_positive_int, default=None, help="on the first N training examples")
+    scale.add_argument("--test-limit", type=_positive_int, default=None, help="attack the first N test examples")
     _add_backend_arguments(reproduce_parser)
 
     args = parser.parse_args(argv)

@@ -330,6 +330,7 @@ def test_the_losss_sigma_gradient_matches_a_finite_difference(small_model_and_di
     model, x = copy.deepcopy(model).double(), x.double()  # a copy: the fixture's model stays float32
     y = torch.arange(6) % 10
 
+    @torch.no_grad()
     def loss(sigma):
         out = propagate(model, x, sigma, relu="moment", pool="clark")
         return float(stochastic_loss(out.mean, out.var, y))
@@ -360,3 +361,36 @@ def test_reproduce_recipe_quick_ranks_noise_only_variants_under_the_constraints(
             assert best["robust"] == pytest.approx(eligible[f"robust_{eps}_mean"].max())
         pgd = summary.set_index("variant").loc["PGD-AT ε=0.3"]
         assert best["pgd_at"] == pytest.approx(pgd[f"robust_{eps}_mean"])
+
+
+def test_presets_scale_between_quick_and_full_when_asked():
+    from noiselab.experiments.adaptive import attack_loss_preset
+    from noiselab.experiments.presets import preset_overrides
+    from noiselab.experiments.reproduce import sweep_grids
+
+    with preset_overrides(epochs=3, train_limit=500, test_limit=20):
+        grids = sweep_grids(quick=True, device="cpu")
+        adaptive = attack_loss_preset(True, None, "cpu")
+    # every grid, those that pick their own epochs (table1, sigmascale) included
+    for name, (base, _, evaluation) in grids.items():
+        assert (base.epochs, base.train_limit, evaluation.limit) == (3, 500, 20), name
+    assert (adaptive.base.epochs, adaptive.base.train_limit, adaptive.limit) == (3, 500, 20)
+    # outside the block the presets are their own again
+    assert sweep_grids(quick=True)["sigmascale"][0].epochs == 4 and attack_loss_preset(True, None, "cpu").limit == 100
+    with pytest.raises(ValueError, match="integer >= 1"):
+        with preset_overrides(epochs=0):
+            pass
+
+
+def test_reproduce_with_a_scale_records_it_and_a_changed_scale_needs_its_own_folder(tmp_path):
+    def run(*scale):
+        return subprocess.run([sys.executable, "-m", "noiselab.cli", "reproduce", "losses", "--quick", "--out",
+                               str(tmp_path), "--device", "cpu", *scale], capture_output=True, text=True, timeout=600)
+
+    result = run("--epochs", "1", "--train-limit", "200", "--test-limit", "30")
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "losses" / "results.json").read_text())
+    assert (results["base_config"]["epochs"], results["base_config"]["train_limit"]) == (1, 200)
+    assert results["evaluation"]["limit"] == 30
+    again = run("--epochs", "2", "--train-limit", "200", "--test-limit", "30")
+    assert again.returncode == 2 and "other settings (epochs)" in again.stderr and "Traceback" not in again.stderr

@@ -46,7 +46,7 @@ from ..charts.ablations import mean_path_chart, placement_chart, recipe_chart, s
 from ..layerwise import mean_path
 from ..starter import load_starter_models
 from ..train import NOISE_LOSSES, resolve_device
-from .presets import mnist_preset, robustness_figure
+from .presets import mnist_preset, overridden, robustness_figure
 from .records import environment, write_json
 from .sweep import robust_table, run_sweep
 
@@ -94,7 +94,9 @@ def _ablation_preset(quick: bool, data_root: str | None, device: str):
 
 def _sigma_scale_preset(quick: bool, data_root: str | None, device: str):
     preset = _ablation_preset(quick, data_root, device)
-    return replace(preset, base=replace(preset.base, epochs=SCALE_QUICK_EPOCHS)) if quick else preset
+    if not quick:
+        return preset
+    return replace(preset, base=replace(preset.base, epochs=overridden("epochs", SCALE_QUICK_EPOCHS)))
 
 
 def ablation_grids(quick: bool = False, data_root: str | None = None, device: str = "auto") -> dict:

@@ -38,8 +38,9 @@ from ..charts.adaptive import adaptive_chart, attack_loss_chart
 from ..defenses import randomized_accuracy, wilson_interval
 from ..evaluate import predict
 from ..train import TrainConfig, resolve_device, train
+from .presets import apply_overrides, overridden
 from .records import environment, read_json, write_json
-from .sweep import cell_label, print_progress
+from .sweep import EvalSpec, cell_label, print_progress
 
 
 @dataclass
@@ -56,6 +57,12 @@ class AdaptivePreset:
 
 
 def preset(quick: bool, data_root: str | None, device: str) -> AdaptivePreset:
+    chosen = _preset(quick, data_root, device)
+    base, evaluation = apply_overrides(chosen.base, EvalSpec(limit=chosen.limit))
+    return replace(chosen, base=base, limit=evaluation.limit)
+
+
+def _preset(quick: bool, data_root: str | None, device: str) -> AdaptivePreset:
     if quick:
         base = TrainConfig(dataset="mnist-embedded", model="demo-cnn", train_limit=4000, epochs=2, batch_size=64,
                            device=device)
@@ -265,8 +272,9 @@ def attack_loss_preset(quick: bool, data_root: str | None, device: str) -> Adapt
     attacks.append([f"EOT-PGD k={draws}", "eot_pgd", {"draws": draws, "steps": steps}])
     fig7_preset = preset(quick, data_root, device)
     if quick:  # 3 seeds x 2 defenses on 2 CPU cores in about a minute: fewer digits, votes and budgets than fig7's
-        return replace(fig7_preset, base=replace(fig7_preset.base, train_limit=2000), sigmas=[0.8],
-                       eps=[0.0, 0.1, 0.2], limit=100, samples=32, attacks=attacks)
+        return replace(fig7_preset, base=replace(fig7_preset.base, train_limit=overridden("train_limit", 2000)),
+                       sigmas=[0.8], eps=[0.0, 0.1, 0.2], limit=overridden("test_limit", 100), samples=32,
+                       attacks=attacks)
     return replace(fig7_preset, attacks=attacks)
 
 

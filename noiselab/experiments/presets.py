@@ -1,9 +1,15 @@
 """What the reproduce-style experiments share: the data-set presets (quick and full), the attack suites, and the
-robustness figure (a sweep, its summary over seeds, its chart)."""
+robustness figure (a sweep, its summary over seeds, its chart).
+
+`preset_overrides(epochs=..., train_limit=..., test_limit=...)` scales a preset between quick and full (for
+example the quick models trained longer on more digits, on a CPU); the results file records the values used."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..charts import robustness_chart, save_chart
@@ -24,7 +30,55 @@ class Preset:
     seeds: int
 
 
+OVERRIDABLE = ("epochs", "train_limit", "test_limit")
+_overrides: ContextVar[dict | None] = ContextVar("noiselab_preset_overrides", default=None)
+
+
+@contextmanager
+def preset_overrides(**settings) -> Iterator[None]:
+    """Within the block, every preset trains `epochs` on `train_limit` examples and attacks `test_limit` (None: the
+    preset's own). Values must be integers >= 1."""
+    unknown = set(settings) - set(OVERRIDABLE)
+    if unknown:
+        raise ValueError(f"cannot override {sorted(unknown)}; overridable: {OVERRIDABLE}")
+    chosen = {key: value for key, value in settings.items() if value is not None}
+    for key, value in chosen.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+    token = _overrides.set(chosen)
+    try:
+        yield
+    finally:
+        _overrides.reset(token)
+
+
+def overridden(key: str, default):
+    """The override of `key` in force, else `default` (for presets that set their own epochs)."""
+    return (_overrides.get() or {}).get(key, default)
+
+
+def apply_overrides(base: TrainConfig, evaluation: EvalSpec) -> tuple[TrainConfig, EvalSpec]:
+    chosen = _overrides.get() or {}
+    base = replace(base, **{key: chosen[key] for key in ("epochs", "train_limit") if key in chosen})
+    if "test_limit" in chosen:
+        evaluation = replace(evaluation, limit=chosen["test_limit"])
+    return base, evaluation
+
+
+def _overridden_preset(preset: Preset) -> Preset:
+    base, evaluation = apply_overrides(preset.base, preset.evaluation)
+    return replace(preset, base=base, evaluation=evaluation)
+
+
 def mnist_preset(quick: bool, data_root: str | None, device: str) -> Preset:
+    return _overridden_preset(_mnist_preset(quick, data_root, device))
+
+
+def cifar_preset(quick: bool, data_root: str | None, device: str) -> Preset:
+    return _overridden_preset(_cifar_preset(quick, data_root, device))
+
+
+def _mnist_preset(quick: bool, data_root: str | None, device: str) -> Preset:
     if quick:
         base = TrainConfig(dataset="mnist-embedded", model="demo-cnn", train_limit=2000, epochs=2, batch_size=64,
                            pgd_steps=3, eps_warmup=0.5, device=device)
@@ -35,7 +89,7 @@ def mnist_preset(quick: bool, data_root: str | None, device: str) -> Preset:
                   [0.1, 0.3, 0.5, 0.8], 0.3, 3)
 
 
-def cifar_preset(quick: bool, data_root: str | None, device: str) -> Preset:
+def _cifar_preset(quick: bool, data_root: str | None, device: str) -> Preset:
     eps = [0.0, 2 / 255, 4 / 255, 8 / 255]
     if quick:
         base = TrainConfig(dataset="cifar10", data_root=data_root, model="cifar-cnn", train_limit=2000, epochs=1,

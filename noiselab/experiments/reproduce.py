@@ -25,7 +25,15 @@ from ..moments import censoring_curves
 from ..train import TrainConfig, resolve_device
 from .ablations import ablation_grids, losses, meanpath, placement, recipe, sigmascale
 from .adaptive import attackloss, fig7
-from .presets import cifar_preset, mnist_preset, robustness_cells, robustness_figure
+from .presets import (
+    apply_overrides,
+    cifar_preset,
+    mnist_preset,
+    overridden,
+    preset_overrides,
+    robustness_cells,
+    robustness_figure,
+)
 from .records import check_output_folder, environment, write_json
 from .sweep import EvalSpec, cell_key, cell_label, checkpoint_path, robust_table, run_sweep
 
@@ -59,7 +67,7 @@ def fig5(out: Path, quick: bool = False, data_root: str | None = None, device: s
                               **hooks)
 
 
-CLEAN_ONLY = EvalSpec([0.0], ["fgsm"], None)  # eps = 0: the clean accuracy on the whole test split
+CLEAN_ONLY = EvalSpec([0.0], ["fgsm"], None)  # eps = 0: the clean accuracy on the whole test split (or test_limit)
 
 
 def _fig6_grid(quick: bool, data_root: str | None, device: str) -> tuple[TrainConfig, list[dict], EvalSpec]:
@@ -70,7 +78,7 @@ def _fig6_grid(quick: bool, data_root: str | None, device: str) -> tuple[TrainCo
     for seed in range(preset.seeds):
         cells += [{"method": "noise", "sigma": s, "seed": seed} for s in sigmas]
         cells += [{"method": "pgd_at", "eps": e, "seed": seed} for e in epsilons]
-    return preset.base, cells, CLEAN_ONLY
+    return preset.base, cells, apply_overrides(preset.base, CLEAN_ONLY)[1]
 
 
 TABLE1_VARIANTS = {"Model": 0.0, "Bimodel (α = 0.25)": 0.25}
@@ -80,10 +88,11 @@ TABLE1_SEEDS = 3
 def _table1_grid(quick: bool, data_root: str | None, device: str) -> tuple[TrainConfig, list[dict], EvalSpec]:
     preset = mnist_preset(quick, data_root, device)
     # long enough to see σ settle or drift (quick: 192 steps), with several seeds (issue 7, item 4)
-    base = replace(preset.base, method="noise", learnable_sigma=True, sigma=1.9, epochs=6 if quick else 20)
+    base = replace(preset.base, method="noise", learnable_sigma=True, sigma=1.9,
+                   epochs=overridden("epochs", 6 if quick else 20))
     cells = [{"bimodel_alpha": alpha, "seed": seed} for seed in range(max(preset.seeds, TABLE1_SEEDS))
              for alpha in TABLE1_VARIANTS.values()]
-    return base, cells, CLEAN_ONLY
+    return base, cells, apply_overrides(base, CLEAN_ONLY)[1]
 
 
 def sweep_grids(quick: bool = False, data_root: str | None = None,
@@ -190,7 +199,8 @@ def reproduce(name: str, out: str | Path, quick: bool = False, data_root: str | 
               **hooks) -> dict:
     """Run one experiment into <out>/<name>/ (resuming what an earlier run left there).
 
-    hooks: progress, on_train_progress, stop, and for the sweeps (RAY_READY) backend, ray_options, on_status."""
+    hooks: progress, on_train_progress, stop, and for the sweeps (RAY_READY) backend, ray_options, on_status;
+    epochs, train_limit, test_limit override the preset's (presets.preset_overrides)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {tuple(EXPERIMENTS)}")
     if name not in RAY_READY:
@@ -198,8 +208,10 @@ def reproduce(name: str, out: str | Path, quick: bool = False, data_root: str | 
             raise ValueError(f"{name} runs in-process only; --backend ray serves {', '.join(RAY_READY)}")
         hooks.pop("ray_options", None)
         hooks.pop("on_status", None)
-    folder = check_output_folder(Path(out) / name)
-    return EXPERIMENTS[name](folder, quick=quick, data_root=data_root, device=device, **hooks)
+    scale = {key: hooks.pop(key, None) for key in ("epochs", "train_limit", "test_limit")}
+    with preset_overrides(**scale):  # checked before anything is written
+        folder = check_output_folder(Path(out) / name)
+        return EXPERIMENTS[name](folder, quick=quick, data_root=data_root, device=device, **hooks)
 
 
 __all__ = ["EXPERIMENTS", "RAY_READY", "cell_label", "reproduce", "sweep_grids"]
