@@ -189,16 +189,15 @@ def mean_path(model: nn.Module, x: Tensor, sigma: float, relu: str = "paper", po
     """
     from .propagate import propagate
 
-    layers = sequential_layers(model)
-    check_input(model, x)
-    check_sigma(sigma)
     with torch.no_grad():
-        _, closed = propagate(model, x, sigma, relu=relu, pool=pool, return_layers=True)
+        _, closed = propagate(model, x, sigma, relu=relu, pool=pool, return_layers=True)  # checks every input
+        layers = sequential_layers(model)
+        entry = _noise_entry(layers)
         deterministic = []
         h = x
         for index, (_, layer) in enumerate(layers):
             h = layer(h)
-            if index >= _noise_entry(layers):
+            if index >= entry:
                 deterministic.append(h)
     gaps = [MeanPathGap(index, c.name, c.kind, relative_error(c.mean, d))
             for index, (c, d) in enumerate(zip(closed, deterministic))]
@@ -219,13 +218,17 @@ def loss_sigma_gradient(model: nn.Module, x: Tensor, y: Tensor, sigmas: list[flo
     Where σ is learned, it stops where this derivative is 0 ("Model"); with the Bimodel term -α σ², where it equals
     2 α σ. So the curve says where σ would settle for these weights, and whether a σ* is reachable at all."""
     from .loss import stochastic_loss
+    from .moments import POOL_RULES, RELU_RULES, _check_rule
     from .propagate import Rules, propagate_unchecked
 
+    _check_rule(relu, RELU_RULES, "relu")
+    _check_rule(pool, POOL_RULES, "pool")
     layers = sequential_layers(model)
     check_input(model, x)
+    for value in sigmas:  # every sigma checked before any work
+        check_sigma(value)
     gradients = []
     for value in sigmas:
-        check_sigma(value)
         sigma = torch.tensor(float(value), dtype=x.dtype, device=x.device, requires_grad=True)
         output, _ = propagate_unchecked(layers, x, sigma, Rules(relu, pool))
         (gradient,) = torch.autograd.grad(stochastic_loss(output.mean, output.var, y), sigma)

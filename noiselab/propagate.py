@@ -157,6 +157,10 @@ def preactivation_scale(pre: Tensor) -> Tensor:
     """The spread of a batch of activations per channel (Conv2d output) or feature (Linear output): the standard
     deviation over the batch and the positions, detached, shaped to broadcast over `pre` ((1, C, 1, 1) or (1, F)).
     sigma_mode="relative" multiplies sigma by it, so the noise keeps its size relative to what it is added to."""
+    if not isinstance(pre, Tensor) or pre.dim() < 2 or pre.numel() < 2 * pre.shape[1]:
+        raise ValueError("pre must be a batch of activations, (B, C, ...) or (B, F), with at least 2 values per "
+                         "channel or feature to take a spread over, got "
+                         f"{tuple(pre.shape) if isinstance(pre, Tensor) else type(pre).__name__}")
     dims = [0] + list(range(2, pre.dim()))
     return pre.detach().std(dim=dims, keepdim=True)
 

@@ -45,7 +45,7 @@ from ._checks import check_sigma
 from .attacks import check_eps
 from .attacks._common import project, random_start
 from .checkpoint import check_writable, load_checkpoint, save_checkpoint
-from .defenses import _first_preactivation, _noisy_passes, noisy_logits_unchecked
+from .defenses import _first_preactivation, _noisy_passes
 from .loss import LearnableSigma, _terms
 from .models import MODELS, build
 from .moments import POOL_RULES, RELU_RULES
@@ -137,6 +137,12 @@ class TrainConfig:
         return self
 
     @classmethod
+    def with_defaults(cls, values: dict) -> dict:
+        """A stored config dict (a checkpoint's, a results file's) with the settings added since it was written
+        filled in with their defaults, so that old records compare and read like new ones."""
+        return asdict(cls()) | values
+
+    @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
@@ -219,11 +225,10 @@ def _sampled(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     if ctx.config.noise_at == "input":
         noise = torch.randn(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
         logits = ctx.model(x + (sigma * preactivation_scale(x) if relative else sigma) * noise)
-    elif relative:
-        pre = _first_preactivation(ctx.layers, x)
-        logits = _noisy_passes(ctx.layers, pre, sigma * preactivation_scale(pre), 1, ctx.generator)[0]
     else:
-        logits = noisy_logits_unchecked(ctx.layers, x, sigma, 1, ctx.generator)[0]
+        pre = _first_preactivation(ctx.layers, x)
+        logits = _noisy_passes(ctx.layers, pre, sigma * preactivation_scale(pre) if relative else sigma, 1,
+                               ctx.generator)[0]
     return F.cross_entropy(logits, y), logits
 
 
@@ -319,7 +324,7 @@ def train(
             raise ValueError("resume=True needs a checkpoint path")
         if checkpoint.exists():
             state = load_checkpoint(checkpoint, map_location=device)
-            stored = asdict(TrainConfig()) | state["config"]  # settings added since it was written: their defaults
+            stored = TrainConfig.with_defaults(state["config"])
             if stored != asdict(config):
                 changed = sorted(k for k in stored if stored[k] != asdict(config).get(k))
                 raise ValueError(f"{checkpoint} was written with other settings ({', '.join(changed)}); "

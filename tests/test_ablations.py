@@ -394,3 +394,25 @@ def test_reproduce_with_a_scale_records_it_and_a_changed_scale_needs_its_own_fol
     assert results["evaluation"]["limit"] == 30
     again = run("--epochs", "2", "--train-limit", "200", "--test-limit", "30")
     assert again.returncode == 2 and "other settings (epochs)" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_the_scale_and_sigma_gradient_helpers_name_bad_input(small_model_and_digits):
+    from noiselab.layerwise import loss_sigma_gradient
+
+    with pytest.raises(ValueError, match="at least 2 values per channel"):
+        preactivation_scale(torch.randn(1, 4))  # one example of a Linear layer: no spread to take
+    with pytest.raises(ValueError, match="batch of activations"):
+        preactivation_scale(torch.randn(7))
+    assert preactivation_scale(torch.randn(1, 3, 4, 4)).shape == (1, 3, 1, 1)  # one image still has positions
+    model, x = small_model_and_digits
+    y = torch.arange(6) % 10
+    with pytest.raises(ValueError, match="sigma"):
+        loss_sigma_gradient(model, x, y, [0.5, float("nan")])
+    with pytest.raises(ValueError, match="sigma"):
+        loss_sigma_gradient(model, x, y, [-0.1])
+    with pytest.raises(ValueError, match="relu"):
+        loss_sigma_gradient(model, x, y, [0.5], relu="laplace")
+    with pytest.raises(ValueError):
+        loss_sigma_gradient(model, x, torch.arange(3), [0.5])  # labels for another batch
+    with pytest.raises(ValueError):
+        loss_sigma_gradient(model, torch.rand(6, 3, 32, 32), y, [0.5])  # images of another shape

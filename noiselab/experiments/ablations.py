@@ -45,7 +45,7 @@ from ..charts import save_chart
 from ..charts.ablations import mean_path_chart, placement_chart, recipe_chart, sigma_scale_chart
 from ..layerwise import mean_path
 from ..starter import load_starter_models
-from ..train import NOISE_LOSSES, resolve_device
+from ..train import NOISE_LOSSES, TrainConfig, resolve_device
 from .presets import mnist_preset, overridden, robustness_figure
 from .records import environment, write_json
 from .sweep import robust_table, run_sweep
@@ -171,8 +171,8 @@ def sigma_scale_trajectories(results: dict) -> pd.DataFrame:
     to it (sigma / preact_std under absolute σ; sigma itself under relative σ)."""
     rows = []
     for cell in results["cells"].values():
-        config = cell["config"]
-        mode = config.get("sigma_mode", "absolute") if config["method"] == "noise" else "none (vanilla)"
+        config = TrainConfig.with_defaults(cell["config"])
+        mode = config["sigma_mode"] if config["method"] == "noise" else "none (vanilla)"
         sigma = config["sigma"] if config["method"] == "noise" else 0.0
         for row in cell["history"]:
             relative = sigma if mode == "relative" else sigma / row["preact_std"]

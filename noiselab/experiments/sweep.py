@@ -174,7 +174,7 @@ def run_sweep(
     if results["cells"] and "base_config" in results:
         # finished cells are only reused under the same settings (those added since read as their defaults)
         # (where the data lies and which device trains do not change what a cell is)
-        stored, now = asdict(TrainConfig()) | results["base_config"], _as_json(asdict(base))
+        stored, now = TrainConfig.with_defaults(results["base_config"]), _as_json(asdict(base))
         changed = sorted(k for k in now if stored.get(k) != now[k] and k not in ("data_root", "device"))
         stored_eval = results.get("evaluation")
         if stored_eval is not None and stored_eval != _as_json(asdict(evaluation)):
@@ -257,12 +257,10 @@ def robust_table(results: dict) -> pd.DataFrame:
         for row in cell["robust"]:
             by_eps[row["eps"]] = row["accuracy"]  # the last stage per eps is the worst case
         for eps, accuracy in by_eps.items():
-            config = cell["config"]
+            config = TrainConfig.with_defaults(cell["config"])
             rows.append({"label": cell["label"], "method": config["method"], "sigma": config["sigma"],
                          "train_eps": config["eps"], "seed": config["seed"], "eps": eps, "accuracy": accuracy,
-                         # settings added since older results were written read as their defaults
-                         "loss": config.get("loss", "stochastic"), "noise_at": config.get("noise_at", "preact"),
-                         "sigma_mode": config.get("sigma_mode", "absolute")})
+                         "loss": config["loss"], "noise_at": config["noise_at"], "sigma_mode": config["sigma_mode"]})
     return pd.DataFrame(rows)
 
 
