@@ -100,7 +100,8 @@ def _sigma_scale_preset(quick: bool, data_root: str | None, device: str):
 
 
 def ablation_grids(quick: bool = False, data_root: str | None = None, device: str = "auto") -> dict:
-    """The sweep-shaped ablations as {name: (base config, cells, evaluation)}, as `reproduce` runs them."""
+    """The sweep-shaped ablations as {name: (base config, cells, evaluation)}: the one definition of each grid, which
+    the experiments below run and bench/sweep_cost.py prices."""
     preset, scale = _ablation_preset(quick, data_root, device), _sigma_scale_preset(quick, data_root, device)
     recipe_eval = replace(preset.evaluation, eps=[0.0, *RECIPE_EPS])
     return {"losses": (preset.base, loss_cells(preset.seeds), preset.evaluation),
@@ -146,9 +147,7 @@ def placement_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def placement(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
-    preset = _ablation_preset(quick, data_root, device)
-    results = run_sweep("placement", preset.base, placement_cells(preset.seeds, quick), preset.evaluation, out,
-                        **hooks)
+    results = run_sweep("placement", *ablation_grids(quick, data_root, device)["placement"], out, **hooks)
     summary = placement_summary(robust_table(results))
     summary.to_csv(out / "placement.csv", index=False)
     title = "Noise placement: robust vs clean accuracy, over σ" + (" — quick mode" if quick else "")
@@ -184,9 +183,7 @@ def sigma_scale_trajectories(results: dict) -> pd.DataFrame:
 
 def sigmascale(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto",
                **hooks) -> dict:
-    preset = _sigma_scale_preset(quick, data_root, device)
-    results = run_sweep("sigmascale", preset.base, sigma_scale_cells(preset.seeds, quick), preset.evaluation, out,
-                        **hooks)
+    results = run_sweep("sigmascale", *ablation_grids(quick, data_root, device)["sigmascale"], out, **hooks)
     trajectories = sigma_scale_trajectories(results)
     trajectories.to_csv(out / "sigmascale_training.csv", index=False)
     table = robust_table(results)
@@ -264,9 +261,7 @@ def recipe_summary(results: dict, quick: bool) -> tuple[pd.DataFrame, dict]:
 
 
 def recipe(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
-    preset = _ablation_preset(quick, data_root, device)
-    evaluation = replace(preset.evaluation, eps=[0.0, *RECIPE_EPS])
-    results = run_sweep("recipe", preset.base, recipe_cells(preset.seeds), evaluation, out, **hooks)
+    results = run_sweep("recipe", *ablation_grids(quick, data_root, device)["recipe"], out, **hooks)
     summary, answers = recipe_summary(results, quick)
     summary.to_csv(out / "recipe.csv", index=False)
     write_json(out / "summary.json", answers)
