@@ -56,6 +56,11 @@ def normal_cdf(z: Tensor) -> Tensor:
     return 0.5 * torch.special.erfc(z * -_INV_SQRT_2)
 
 
+def normal_cdf_complement(z: Tensor) -> Tensor:
+    """Phi(-z) = 1 - Phi(z), to full relative precision where it is tiny (z large)."""
+    return 0.5 * torch.special.erfc(z * _INV_SQRT_2)
+
+
 def _std(var: Tensor) -> Tensor:
     return var.clamp_min(VAR_FLOOR).sqrt()
 
@@ -93,17 +98,16 @@ class _MomentReLU(torch.autograd.Function):
     def forward(ctx, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
         std = _std(var)
         a = mean / std
-        cdf, pdf = normal_cdf(a), normal_pdf(a)
-        out_mean = mean * cdf + std * pdf
-        # var/s^2 = (a^2 + 1) Phi(a) + a phi(a) - (a Phi(a) + phi(a))^2, rewritten with Q = Phi(-a) as
-        # 1 - Q + a^2 Q Phi(a) - a phi(a) (1 - 2Q) - phi(a)^2, which has no catastrophic cancellation
-        # for large positive a (where var -> s^2). For large negative a both forms are tiny next to s^2.
-        q = normal_cdf(-a)
-        ratio = torch.where(
-            a > 0,
-            1.0 - q + a * a * q * cdf - a * pdf * (1.0 - 2.0 * q) - pdf * pdf,
-            (a * a + 1.0) * cdf + a * pdf - (a * cdf + pdf) ** 2,
-        )
+        a_squared = a * a
+        pdf = torch.exp(a_squared * -0.5).mul_(_INV_SQRT_2PI)
+        cdf = normal_cdf(a)
+        q = normal_cdf_complement(a)  # Phi(-a), to full precision where a is large
+        out_mean = torch.addcmul(mean * cdf, std, pdf)
+        # var/s^2 = (a^2 + 1) Phi(a) + a phi(a) - (a Phi(a) + phi(a))^2, rewritten with Q = Phi(-a) (1 - Q = Phi(a),
+        # 1 - 2Q = Phi(a) - Q) as Phi(a) + a^2 Q Phi(a) - phi(a) (a (Phi(a) - Q) + phi(a)), which has no catastrophic
+        # cancellation for large positive a (where var -> s^2); for large negative a the result is tiny next to s^2
+        # and its rounding error smaller still. One formula for every a, in few passes over memory.
+        ratio = (q * cdf).mul_(a_squared).add_(cdf).sub_(pdf * torch.addcmul(pdf, a, cdf - q))
         keeps_var = (ratio >= 0) & (var > 0)
         out_var = torch.where(keeps_var, ratio * var.clamp_min(VAR_FLOOR), 0.0)
         ctx.save_for_backward(std, a, cdf, pdf, q, out_mean, keeps_var, var > VAR_FLOOR)
@@ -139,15 +143,21 @@ def max2_moments(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor) -
 def _max2_forward(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor):
     """Clark's max of two, and what its backward needs."""
     total = var_a + var_b
-    theta = total.clamp_min(VAR_FLOOR).sqrt_()
+    theta_squared = total.clamp_min(VAR_FLOOR)
+    theta = theta_squared.sqrt()
     alpha = (mean_a - mean_b).div_(theta)
+    alpha_squared = alpha * alpha
     cdf = normal_cdf(alpha)
-    cdf_neg = normal_cdf(-alpha)  # not 1 - cdf: that loses Phi(-alpha)'s precision where alpha is large
-    pdf = normal_pdf(alpha)
-    out_mean = mean_a * cdf + mean_b * cdf_neg + theta * pdf
-    spread = alpha * alpha * cdf * cdf_neg + alpha * pdf * (cdf_neg - cdf) - pdf * pdf
-    raw_var = var_a * cdf + var_b * cdf_neg + theta * theta * spread
-    saved = (theta, alpha, cdf, cdf_neg, pdf, var_a - var_b, total > VAR_FLOOR, raw_var >= 0)
+    cdf_neg = normal_cdf_complement(alpha)  # not 1 - cdf: that loses Phi(-alpha)'s precision where alpha is large
+    pdf = torch.exp(alpha_squared * -0.5).mul_(_INV_SQRT_2PI)
+    # The formulas above, in fewer passes over memory (the same values to rounding): mean_a - mean_b = alpha theta
+    # makes E = mean_b + theta (alpha Phi + phi), and Phi + Phi(-alpha) = 1 makes var_a Phi + var_b Phi(-alpha) =
+    # var_b + (var_a - var_b) Phi.
+    out_mean = torch.addcmul(mean_b, theta, torch.addcmul(pdf, alpha, cdf))
+    spread = (cdf * cdf_neg).mul_(alpha_squared).sub_(pdf * torch.addcmul(pdf, alpha, cdf - cdf_neg))
+    difference = var_a - var_b
+    raw_var = torch.addcmul(var_b, difference, cdf).addcmul_(theta_squared, spread)
+    saved = (theta, alpha, cdf, cdf_neg, pdf, difference, total > VAR_FLOOR, raw_var >= 0)
     return out_mean, raw_var.clamp_min_(0.0), saved
 
 
