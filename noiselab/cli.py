@@ -449,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, OSError, ImportError) as error:
         print(f"noiselab {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except FloatingPointError as error:  # training diverged: say so and what to change, no traceback
+        print(f"noiselab {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

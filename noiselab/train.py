@@ -23,14 +23,19 @@ Methods (METHODS):
 Every epoch's row in the history records the first layer's weight norm and the std of its pre-activation on a fixed
 probe of training images (the scale the noise is measured against); every progress report the weight norm.
 
-Long runs report through `progress(TrainProgress)` after every batch, stop within one batch when `stop` (a
-threading.Event) is set, and, given a checkpoint path, save there atomically at every epoch's end and when
-stopped; `train(..., resume=True)` continues from it, mid-epoch included, to the same weights an
-uninterrupted run reaches (same seed, same device).
+Long runs report through `progress(TrainProgress)` after every batch (or every `progress_every` batches), stop
+within one batch when `stop` (a threading.Event) is set, and, given a checkpoint path, save there atomically at
+every epoch's end and when stopped; `train(..., resume=True)` continues from it, mid-epoch included, to the same
+weights an uninterrupted run reaches (same seed, same device).
+
+The device is asked for numbers (a host sync, which stalls a GPU's queue of work) only at progress reports and at
+epochs' ends: the batches' losses and correct counts are summed on the device in between, and a loss that is not
+finite is caught at the next report (train(progress=None) reports nothing, so it syncs once per epoch).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -156,8 +161,8 @@ class TrainProgress:
     step: int            # batches done, over all epochs
     total_steps: int
     epoch: int           # 0-based epoch of this batch
-    loss: float
-    accuracy: float      # on this batch, of the prediction the method trains (the propagated mean for noise)
+    loss: float          # mean over the batches since the last report (this batch's with progress_every=1)
+    accuracy: float      # the same batches', of the prediction the method trains (the propagated mean for noise)
     sigma: float
     weight_norm: float = float("nan")  # the first Conv2d/Linear's weight norm after this step
 
@@ -300,9 +305,15 @@ def train(
     stop=None,
     checkpoint: str | Path | None = None,
     resume: bool = False,
+    progress_every: int = 1,
 ) -> TrainResult:
-    """Train a model as `config` says. See the module docstring for the methods, progress, stop and checkpoints."""
+    """Train a model as `config` says. See the module docstring for the methods, progress, stop and checkpoints.
+
+    progress_every: report every this many batches (and at every epoch's end), each report covering the batches
+    since the last; fewer reports mean fewer host syncs, which a GPU running a small model notices."""
     config = (config or TrainConfig()).validate()
+    if isinstance(progress_every, bool) or not isinstance(progress_every, int) or progress_every < 1:
+        raise ValueError(f"progress_every must be an integer >= 1, got {progress_every!r}")
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = build(config.model).to(device)
@@ -365,34 +376,55 @@ def train(
     epoch_start = time.perf_counter()
     model.train()
     order_epoch, order = -1, None
+    # summed on the device since the last sync: loss x examples and correct predictions, over `pending["seen"]`
+    # examples from step `pending["start"]` on
+    pending = {"sums": torch.zeros(2, dtype=torch.float64, device=device), "seen": 0, "start": step}
+
+    def sync(last_step: int) -> tuple[float, float, int]:
+        """Fetch the pending sums (the host sync), check the loss is finite, add them to the epoch's."""
+        loss_sum, correct = pending["sums"].tolist()
+        seen, first = pending["seen"], pending["start"]
+        if not math.isfinite(loss_sum):
+            where = f"at step {last_step}" if first == last_step else f"between steps {first} and {last_step}"
+            kept = f"; {checkpoint} holds the last finished epoch" if checkpoint is not None and history else ""
+            raise FloatingPointError(f"the loss became {loss_sum} {where}; lower lr or change sigma{kept}")
+        pending["sums"].zero_()
+        pending.update(seen=0, start=last_step + 1)
+        partial["loss"] += loss_sum
+        partial["correct"] += correct
+        partial["seen"] += seen
+        return loss_sum, correct, seen
+
     while step < total_steps:
         epoch, position = divmod(step, steps_per_epoch)
         if stop is not None and stop.is_set():
             result.stopped = True
             break
         if epoch != order_epoch:
-            order_epoch, order = epoch, _epoch_order(images.shape[0], config.seed, epoch)
-        index = order[position * config.batch_size : (position + 1) * config.batch_size].to(device)
+            order_epoch, order = epoch, _epoch_order(images.shape[0], config.seed, epoch).to(device)
+        index = order[position * config.batch_size : (position + 1) * config.batch_size]
         x, y = data_module.to_float(images[index]), labels[index]
         warmup_steps = config.eps_warmup * total_steps
         eps_now = config.eps * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else config.eps
         ctx = _Context(model, layers, sigma, config, _step_generator(device, config.seed, step), eps_now)
         loss, logits = method(ctx, x, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss became {float(loss)} at step {step}; lower lr or change sigma")
+        pending["sums"] += torch.stack([loss.detach().double() * y.shape[0],
+                                        (logits.detach().argmax(1) == y).sum().double()])
+        pending["seen"] += y.shape[0]
+        epoch_end = (step + 1) % steps_per_epoch == 0
+        report = progress is not None and (step + 1 - pending["start"] >= progress_every or epoch_end)
+        if report or epoch_end:  # before this batch's update is applied, so a non-finite loss leaves the weights
+            loss_sum, correct, seen = sync(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
-        batch_correct = float((logits.detach().argmax(1) == y).sum())
-        partial["loss"] += float(loss.detach()) * y.shape[0]
-        partial["correct"] += batch_correct
-        partial["seen"] += y.shape[0]
-        sigma_now = float(_sigma_value(sigma).detach()) if isinstance(sigma, LearnableSigma) else sigma
-        if progress is not None:
-            progress(TrainProgress(step, total_steps, epoch, float(loss.detach()), batch_correct / y.shape[0],
+        if report or epoch_end:
+            sigma_now = float(_sigma_value(sigma).detach()) if isinstance(sigma, LearnableSigma) else sigma
+        if report:
+            progress(TrainProgress(step, total_steps, epoch, loss_sum / seen, correct / seen,
                                    sigma_now, float(first_weight.detach().norm())))
-        if step % steps_per_epoch == 0:
+        if epoch_end:
             model.eval()
             history.append({
                 "epoch": epoch + 1, "step": step, "loss": partial["loss"] / max(partial["seen"], 1),
@@ -407,6 +439,8 @@ def train(
             if checkpoint is not None:
                 save_checkpoint(checkpoint, snapshot(step))
             epoch_start = time.perf_counter()  # writing the checkpoint is not the next epoch's time
+    if pending["seen"]:  # stopped between syncs: the stopped epoch's sums go into its checkpoint
+        sync(step - 1)
     model.eval()
     result.steps = step
     if checkpoint is not None and (result.stopped or step == start_step):

@@ -185,3 +185,79 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
                                 timeout=120, cwd=tmp_path)
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr and "error" in result.stderr
+
+
+def test_fewer_progress_reports_train_the_same_weights_and_report_every_batch_once():
+    """progress_every and progress=None only change when the device is asked for numbers, not the training."""
+    config = TrainConfig(method="noise", **{**QUICK, "epochs": 2, "train_limit": 640})  # 10 steps per epoch
+    every, fifth = [], []
+    reference = train(config, progress=every.append)
+    batched = train(config, progress=fifth.append, progress_every=4)
+    silent = train(config)
+    for result in (batched, silent):
+        assert_same_weights(weights(result.model), weights(reference.model))
+        for row, expected in zip(result.history, reference.history):
+            assert row["loss"] == pytest.approx(expected["loss"], rel=1e-12)
+            assert row["train_accuracy"] == expected["train_accuracy"]
+    assert [p.step for p in fifth] == [4, 8, 10, 14, 18, 20]  # every 4 batches, and at each epoch's end
+    # each report is the mean over its batches: weighted by the batches' sizes (64 each) they give the epoch's
+    first_epoch = [(p.loss, p.step - previous) for p, previous in zip(fifth[:3], [0, 4, 8])]
+    assert sum(loss * n for loss, n in first_epoch) / 10 == pytest.approx(reference.history[0]["loss"], rel=1e-9)
+    assert [p.loss for p in every[:4]] != pytest.approx([fifth[0].loss] * 4)  # a report is not one batch repeated
+    with pytest.raises(ValueError, match="progress_every"):
+        train(config, progress_every=0)
+
+
+class _StopAfter:
+    """A stop flag that is set once it has been asked `calls` times: stops a run with no progress callback."""
+
+    def __init__(self, calls: int):
+        self.calls = calls
+
+    def is_set(self) -> bool:
+        self.calls -= 1
+        return self.calls < 0
+
+
+def test_a_run_without_progress_reports_stopped_mid_epoch_resumes_to_the_same_epoch_summary(tmp_path):
+    config = TrainConfig(method="sampled", **{**QUICK, "epochs": 2, "train_limit": 640})
+    unbroken = train(config)
+    checkpoint = tmp_path / "run.pt"
+    first = train(config, stop=_StopAfter(13), checkpoint=checkpoint)  # no report since the epoch's end at step 10
+    assert first.stopped and first.steps == 13
+    resumed = train(config, checkpoint=checkpoint, resume=True)
+    assert_same_weights(weights(resumed.model), weights(unbroken.model))
+    for row, reference in zip(resumed.history, unbroken.history):
+        assert row["loss"] == pytest.approx(reference["loss"], rel=1e-12)
+        assert row["train_accuracy"] == reference["train_accuracy"]
+
+
+def test_a_diverging_loss_is_named_with_its_steps_and_the_last_epochs_checkpoint_is_kept(tmp_path, monkeypatch):
+    vanilla = METHODS["vanilla"]
+    calls = []
+
+    def diverges_at_step_13(ctx, x, y):
+        loss, logits = vanilla(ctx, x, y)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) >= 14 else loss), logits
+
+    monkeypatch.setitem(METHODS, "vanilla", diverges_at_step_13)
+    config = TrainConfig(**{**QUICK, "epochs": 2, "train_limit": 640})
+    checkpoint = tmp_path / "run.pt"
+    with pytest.raises(FloatingPointError, match=f"between steps 10 and 19; .*{checkpoint.name} holds the last"):
+        train(config, checkpoint=checkpoint)  # no reports: found at the epoch's end
+    saved = load_checkpoint(checkpoint)
+    assert saved["step"] == 10 and all(torch.isfinite(v).all() for v in saved["model"].values())
+    calls.clear()
+    with pytest.raises(FloatingPointError, match="at step 13; lower lr"):
+        train(config, progress=lambda p: None)  # reports every batch: found at once
+
+
+def test_cli_says_when_training_diverges_without_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "noiselab.cli", "train", "--model", "demo-cnn", "--lr", "1e30",
+                             "--epochs", "1", "--train-limit", "640", "--batch-size", "64", "--device", "cpu",
+                             "--quiet", "--out", str(tmp_path / "run.pt")],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "the loss became nan" in result.stderr and "lower lr" in result.stderr
+    assert "Traceback" not in result.stderr
