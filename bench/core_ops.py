@@ -13,7 +13,9 @@
 4. syncs: one epoch of noise training (LeNet5, 40 steps of 128, epoch-end evaluation included) with a progress
    report, the one host sync, after every batch, every 20 batches, or none (train(progress=None));
 5. precision: the closed-form loss's forward+backward in float32, under autocast (bfloat16 on a CPU, float16 on
-   CUDA) and with channels-last weights and inputs: time, and the loss's and gradient's difference from float32.
+   CUDA) and with channels-last weights and inputs: time, and the loss's and gradient's difference from float32;
+6. compile: the same step through torch.compile against eager: the first call's time (compiling) and the steady
+   state; a compile that fails is recorded with its error and the eager figure stands (minutes on a CPU).
 
 Variants are interleaved over --rounds rounds and the median reported, so a machine that slows down for a while
 does not favour one. Results as JSON with the config, versions and device (bench/results/core_ops-<device>.json).
@@ -44,7 +46,7 @@ from noiselab.moments import maxpool_moments, relu_moments  # noqa: E402
 from noiselab.propagate import Rules, propagate_unchecked, sequential_layers  # noqa: E402
 from noiselab.train import TrainConfig, resolve_device, train  # noqa: E402
 
-SECTIONS = ("rules", "conv", "square", "syncs", "precision")
+SECTIONS = ("rules", "conv", "square", "syncs", "precision", "compile")
 
 
 def interleaved(device: torch.device, variants: dict, rounds: int, repeats: int) -> dict[str, float]:
@@ -221,6 +223,42 @@ def precision_section(device, rounds, repeats) -> list[dict]:
                                  + (f" ({str(low).replace('torch.', '')})" if name == "autocast" else ""),
                          "ms": 1e3 * medians[name], "ratio_to_float32": medians[name] / medians["float32"],
                          **checks.get(name, {})})
+    return rows
+
+
+def compile_section(device, rounds, repeats) -> list[dict]:
+    torch.manual_seed(0)
+    data = data_module.load(device=device)
+    x, y = data.tensors("train", limit=128)
+    rows = []
+    for rules in (Rules("paper", "paper"), Rules("moment", "clark")):
+        model = build("lenet5").to(device)
+        layers = sequential_layers(model)
+
+        def loss_of(x, y, layers=layers, rules=rules):
+            output, _ = propagate_unchecked(layers, x, 0.5, rules)
+            return stochastic_loss(output.mean, output.var, y)
+
+        def step(function, model=model):
+            loss = function(x, y)
+            model.zero_grad(set_to_none=True)
+            loss.backward()
+            return loss
+
+        row = {"what": f"{rules.relu}/{rules.pool} step"}
+        try:
+            compiled = torch.compile(loss_of)
+            row["first_call_seconds"] = timed(device, step, compiled)
+        except Exception as error:  # the eager step is what noiselab runs; record why compiling did not work
+            row["compile_error"] = f"{type(error).__name__}: {str(error)[:300]}"
+            rows.append(row)
+            continue
+        eager_loss, compiled_loss = float(step(loss_of).detach()), float(step(compiled).detach())
+        medians = interleaved(device, {"eager": lambda s=step, f=loss_of: s(f),
+                                       "compiled": lambda s=step, f=compiled: s(f)}, rounds, repeats)
+        rows.append(row | {"eager_ms": 1e3 * medians["eager"], "compiled_ms": 1e3 * medians["compiled"],
+                           "compiled_over_eager": medians["compiled"] / medians["eager"],
+                           "loss_relative_difference": abs(compiled_loss - eager_loss) / abs(eager_loss)})
     return rows
 
 

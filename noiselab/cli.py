@@ -185,11 +185,11 @@ def train_command(args: argparse.Namespace) -> int:
     def progress(p):
         if bar.total is None:
             bar.total = p.total_steps
-            bar.n = p.step - 1
-        bar.update(1)
+        bar.update(p.step - bar.n)
         bar.set_postfix(epoch=p.epoch + 1, loss=f"{p.loss:.4f}", acc=f"{p.accuracy:.3f}", sigma=f"{p.sigma:.3f}")
 
-    result = train(config, progress=progress, stop=_stop_on_interrupt(), checkpoint=out, resume=args.resume)
+    result = train(config, progress=None if args.quiet else progress, stop=_stop_on_interrupt(), checkpoint=out,
+                   resume=args.resume, progress_every=args.progress_every)
     bar.close()
     for row in result.history:
         print(json.dumps(row))
@@ -386,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     train_parser.add_argument("--out", required=True, help="checkpoint file (written atomically each epoch)")
     train_parser.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     train_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    train_parser.add_argument("--progress-every", type=_positive_int, default=10,
+                              help="update the progress bar every N batches (each update waits for the device)")
 
     attack_parser = commands.add_parser("attack", help="robust accuracy of a trained model under attacks")
     attack_parser.add_argument("checkpoint")

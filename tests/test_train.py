@@ -1,5 +1,6 @@
 """Training: every method learns on real data, stop/kill and resume lose nothing, checkpoints are safe."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -261,3 +262,12 @@ def test_cli_says_when_training_diverges_without_a_traceback(tmp_path):
     assert result.returncode == 1, result.stderr
     assert "the loss became nan" in result.stderr and "lower lr" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_progress_bar_updates_every_n_batches(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "noiselab.cli", "train", "--model", "demo-cnn", "--epochs", "1",
+                             "--train-limit", "640", "--batch-size", "64", "--device", "cpu", "--progress-every", "4",
+                             "--out", str(tmp_path / "run.pt")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    shown = [int(n) for n in re.findall(r"\| *(\d+)/10 \[", result.stderr)]
+    assert set(shown) == {4, 8, 10}, shown  # every 4 batches, and the epoch's end
