@@ -346,7 +346,7 @@ def sweep_command(args: argparse.Namespace) -> int:
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
-    from .experiments import reproduce
+    from .experiments.reproduce import reproduce
     from .experiments.sweep import CellsFailed
 
     hooks, close_bar = _sweep_hooks(args.backend)
