@@ -275,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown sections {unknown}; choose from {SECTIONS}")
     device = resolve_device(args.device)
+    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"core_ops-{device.type}.json"
     results = {}
     for section in sections:
         start = time.perf_counter()
@@ -286,9 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{section} ({time.perf_counter() - start:.0f} s) on {device}, {torch.get_num_threads()} threads")
         for row in rows:
             print("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"core_ops-{device.type}.json"
-    write_json(out, {"benchmark": "core_ops", "config": vars(args), "environment": environment(device),
-                     "threads": torch.get_num_threads(), "results": results})
+        # written after every section: a run stopped at its time limit keeps the sections it finished
+        write_json(out, {"benchmark": "core_ops", "config": vars(args), "environment": environment(device),
+                         "threads": torch.get_num_threads(), "results": results})
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
