@@ -40,7 +40,7 @@ from timing import timed  # noqa: E402
 
 from noiselab import data as data_module  # noqa: E402
 from noiselab.experiments.records import environment, write_json  # noqa: E402
-from noiselab.loss import stochastic_loss  # noqa: E402
+from noiselab.loss import _terms  # noqa: E402
 from noiselab.models import build  # noqa: E402
 from noiselab.moments import maxpool_moments, relu_moments  # noqa: E402
 from noiselab.propagate import Rules, propagate_unchecked, sequential_layers  # noqa: E402
@@ -134,9 +134,15 @@ def conv_section(device, rounds, repeats) -> list[dict]:
             for row in _conv_rows(device, rounds, repeats, *shape, generator)]
 
 
+def _loss(mean, var, y):
+    """The stochastic loss as training computes it (noiselab.train._noise: no input checks, so no host sync)."""
+    mse, prob = _terms(mean, var, y)
+    return (mse - prob).mean()
+
+
 def _noise_step(model, layers, x, y, rules):
     output, _ = propagate_unchecked(layers, x, 0.5, rules)
-    loss = stochastic_loss(output.mean, output.var, y)
+    loss = _loss(output.mean, output.var, y)
     model.zero_grad(set_to_none=True)
     loss.backward()
     return loss
@@ -198,7 +204,7 @@ def precision_section(device, rounds, repeats) -> list[dict]:
         def autocast(rules=rules):
             with torch.autocast(device.type, dtype=low):
                 output, _ = propagate_unchecked(layers, x, 0.5, rules)
-            loss = stochastic_loss(output.mean.float(), output.var.float(), y)
+            loss = _loss(output.mean.float(), output.var.float(), y)
             model.zero_grad(set_to_none=True)
             loss.backward()
             return loss
@@ -237,7 +243,7 @@ def compile_section(device, rounds, repeats) -> list[dict]:
 
         def loss_of(x, y, layers=layers, rules=rules):
             output, _ = propagate_unchecked(layers, x, 0.5, rules)
-            return stochastic_loss(output.mean, output.var, y)
+            return _loss(output.mean, output.var, y)
 
         def step(function, model=model):
             loss = function(x, y)
