@@ -110,7 +110,8 @@ class _MomentReLU(torch.autograd.Function):
         ratio = (q * cdf).mul_(a_squared).add_(cdf).sub_(pdf * torch.addcmul(pdf, a, cdf - q))
         keeps_var = (ratio >= 0) & (var > 0)
         out_var = torch.where(keeps_var, ratio * var.clamp_min(VAR_FLOOR), 0.0)
-        ctx.save_for_backward(std, a, cdf, pdf, q, out_mean, keeps_var, var > VAR_FLOOR)
+        if any(ctx.needs_input_grad):  # a forward-only pass (a loss surface, an evaluation) skips the masks
+            ctx.save_for_backward(std, a, cdf, pdf, q, out_mean, keeps_var, var > VAR_FLOOR)
         return out_mean, out_var
 
     @staticmethod
@@ -140,8 +141,8 @@ def max2_moments(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor) -
     return out_mean, out_var
 
 
-def _max2_forward(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor):
-    """Clark's max of two, and what its backward needs."""
+def _max2_forward(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor, for_backward: bool = True):
+    """Clark's max of two, and what its backward needs (None when for_backward is False)."""
     total = var_a + var_b
     theta_squared = total.clamp_min(VAR_FLOOR)
     theta = theta_squared.sqrt()
@@ -157,7 +158,7 @@ def _max2_forward(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor):
     spread = (cdf * cdf_neg).mul_(alpha_squared).sub_(pdf * torch.addcmul(pdf, alpha, cdf - cdf_neg))
     difference = var_a - var_b
     raw_var = torch.addcmul(var_b, difference, cdf).addcmul_(theta_squared, spread)
-    saved = (theta, alpha, cdf, cdf_neg, pdf, difference, total > VAR_FLOOR, raw_var >= 0)
+    saved = (theta, alpha, cdf, cdf_neg, pdf, difference, total > VAR_FLOOR, raw_var >= 0) if for_backward else None
     return out_mean, raw_var.clamp_min_(0.0), saved
 
 
@@ -194,11 +195,12 @@ class _ClarkTree(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means: Tensor, vars_: Tensor) -> tuple[Tensor, Tensor]:
         levels = []
+        for_backward = any(ctx.needs_input_grad)  # a forward-only pass keeps nothing for a backward
         while means.shape[0] > 1:
             half = means.shape[0] // 2
             paired_mean, paired_var, saved = _max2_forward(means[:half], vars_[:half], means[half : 2 * half],
-                                                           vars_[half : 2 * half])
-            levels.append((half, means.shape[0] % 2, saved))
+                                                           vars_[half : 2 * half], for_backward)
+            levels.append((half, means.shape[0] % 2, saved if for_backward else ()))
             means = torch.cat([paired_mean, means[2 * half :]]) if means.shape[0] % 2 else paired_mean
             vars_ = torch.cat([paired_var, vars_[2 * half :]]) if vars_.shape[0] % 2 else paired_var
         ctx.levels = [(half, odd) for half, odd, _ in levels]
