@@ -151,7 +151,7 @@ def _max2_forward(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor, 
     cdf = normal_cdf(alpha)
     cdf_neg = normal_cdf_complement(alpha)  # not 1 - cdf: that loses Phi(-alpha)'s precision where alpha is large
     pdf = torch.exp(alpha_squared * -0.5).mul_(_INV_SQRT_2PI)
-    # The formulas above, in fewer passes over memory (the same values to rounding): mean_a - mean_b = alpha theta
+    # max2_moments' formulas in fewer passes over memory (the same values to rounding): mean_a - mean_b = alpha theta
     # makes E = mean_b + theta (alpha Phi + phi), and Phi + Phi(-alpha) = 1 makes var_a Phi + var_b Phi(-alpha) =
     # var_b + (var_a - var_b) Phi.
     out_mean = torch.addcmul(mean_b, theta, torch.addcmul(pdf, alpha, cdf))
