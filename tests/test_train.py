@@ -188,23 +188,23 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
         assert "Traceback" not in result.stderr and "error" in result.stderr
 
 
-def test_fewer_progress_reports_train_the_same_weights_and_report_every_batch_once():
+def test_fewer_progress_reports_train_the_same_weights_and_cover_every_batch_once():
     """progress_every and progress=None only change when the device is asked for numbers, not the training."""
     config = TrainConfig(method="noise", **{**QUICK, "epochs": 2, "train_limit": 640})  # 10 steps per epoch
-    every, fifth = [], []
+    every, every_fourth = [], []
     reference = train(config, progress=every.append)
-    batched = train(config, progress=fifth.append, progress_every=4)
+    batched = train(config, progress=every_fourth.append, progress_every=4)
     silent = train(config)
     for result in (batched, silent):
         assert_same_weights(weights(result.model), weights(reference.model))
         for row, expected in zip(result.history, reference.history):
             assert row["loss"] == pytest.approx(expected["loss"], rel=1e-12)
             assert row["train_accuracy"] == expected["train_accuracy"]
-    assert [p.step for p in fifth] == [4, 8, 10, 14, 18, 20]  # every 4 batches, and at each epoch's end
+    assert [p.step for p in every_fourth] == [4, 8, 10, 14, 18, 20]  # every 4 batches, and at each epoch's end
     # each report is the mean over its batches: weighted by the batches' sizes (64 each) they give the epoch's
-    first_epoch = [(p.loss, p.step - previous) for p, previous in zip(fifth[:3], [0, 4, 8])]
+    first_epoch = [(p.loss, p.step - previous) for p, previous in zip(every_fourth[:3], [0, 4, 8])]
     assert sum(loss * n for loss, n in first_epoch) / 10 == pytest.approx(reference.history[0]["loss"], rel=1e-9)
-    assert [p.loss for p in every[:4]] != pytest.approx([fifth[0].loss] * 4)  # a report is not one batch repeated
+    assert [p.loss for p in every[:4]] != pytest.approx([every_fourth[0].loss] * 4)  # not one batch repeated
     with pytest.raises(ValueError, match="progress_every"):
         train(config, progress_every=0)
 
