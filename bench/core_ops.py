@@ -46,8 +46,6 @@ from noiselab.moments import maxpool_moments, relu_moments  # noqa: E402
 from noiselab.propagate import Rules, propagate_unchecked, sequential_layers  # noqa: E402
 from noiselab.train import TrainConfig, resolve_device, train  # noqa: E402
 
-SECTIONS = ("rules", "conv", "square", "syncs", "precision", "compile")
-
 
 def interleaved(device: torch.device, variants: dict, rounds: int, repeats: int) -> dict[str, float]:
     """Median seconds per call of each variant (a callable), the variants taking turns round by round."""
@@ -168,7 +166,7 @@ def square_section(device, rounds, repeats) -> list[dict]:
              "share_of_step": medians["squares"] / medians["step"]}]
 
 
-def syncs_section(device, rounds) -> list[dict]:
+def syncs_section(device, rounds, repeats) -> list[dict]:  # one epoch per round: repeats does not apply
     data = data_module.load(device=device)
     config = TrainConfig(model="lenet5", method="noise", sigma=0.5, epochs=1, train_limit=128 * 40,
                          device=str(device))
@@ -268,10 +266,14 @@ def compile_section(device, rounds, repeats) -> list[dict]:
     return rows
 
 
+SECTIONS = {"rules": rules_section, "conv": conv_section, "square": square_section, "syncs": syncs_section,
+            "precision": precision_section, "compile": compile_section}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {tuple(SECTIONS)}")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=None, help="JSON file (default bench/results/core_ops-<device>.json)")
@@ -279,16 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
-        parser.error(f"unknown sections {unknown}; choose from {SECTIONS}")
+        parser.error(f"unknown sections {unknown}; choose from {tuple(SECTIONS)}")
     device = resolve_device(args.device)
     out = Path(args.out) if args.out else REPO / "bench" / "results" / f"core_ops-{device.type}.json"
     results = {}
     for section in sections:
         start = time.perf_counter()
-        if section == "syncs":
-            rows = syncs_section(device, args.rounds)
-        else:
-            rows = globals()[f"{section}_section"](device, args.rounds, args.repeats)
+        rows = SECTIONS[section](device, args.rounds, args.repeats)
         results[section] = rows
         print(f"\n{section} ({time.perf_counter() - start:.0f} s) on {device}, {torch.get_num_threads()} threads")
         for row in rows:

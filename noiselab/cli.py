@@ -448,12 +448,10 @@ def main(argv: list[str] | None = None) -> int:
             return status_command(args)
         return attack_command(args)
     # bad input or a missing optional extra: one clear line, no traceback
-    except (ValueError, FileNotFoundError, OSError, ImportError) as error:
+    # (a diverged training run, FloatingPointError, is no usage error: exit 1)
+    except (ValueError, FileNotFoundError, OSError, ImportError, FloatingPointError) as error:
         print(f"noiselab {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except FloatingPointError as error:  # training diverged: say so and what to change, no traceback
-        print(f"noiselab {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(error, FloatingPointError) else 2
 
 
 if __name__ == "__main__":

@@ -45,7 +45,12 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 
 def normal_pdf(z: Tensor) -> Tensor:
     """phi(z), the standard normal density."""
-    return torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
+    return _normal_pdf_of_square(z * z)
+
+
+def _normal_pdf_of_square(z_squared: Tensor) -> Tensor:
+    """phi(z) from z^2, for callers that need z^2 anyway."""
+    return torch.exp(z_squared * -0.5).mul_(_INV_SQRT_2PI)
 
 
 def normal_cdf(z: Tensor) -> Tensor:
@@ -99,7 +104,7 @@ class _MomentReLU(torch.autograd.Function):
         std = _std(var)
         a = mean / std
         a_squared = a * a
-        pdf = torch.exp(a_squared * -0.5).mul_(_INV_SQRT_2PI)
+        pdf = _normal_pdf_of_square(a_squared)
         cdf = normal_cdf(a)
         q = normal_cdf_complement(a)  # Phi(-a), to full precision where a is large
         out_mean = torch.addcmul(mean * cdf, std, pdf)
@@ -150,7 +155,7 @@ def _max2_forward(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor, 
     alpha_squared = alpha * alpha
     cdf = normal_cdf(alpha)
     cdf_neg = normal_cdf_complement(alpha)  # not 1 - cdf: that loses Phi(-alpha)'s precision where alpha is large
-    pdf = torch.exp(alpha_squared * -0.5).mul_(_INV_SQRT_2PI)
+    pdf = _normal_pdf_of_square(alpha_squared)
     # max2_moments' formulas in fewer passes over memory (the same values to rounding): mean_a - mean_b = alpha theta
     # makes E = mean_b + theta (alpha Phi + phi), and Phi + Phi(-alpha) = 1 makes var_a Phi + var_b Phi(-alpha) =
     # var_b + (var_a - var_b) Phi.

@@ -26,6 +26,7 @@ from ..train import TrainConfig, resolve_device
 from .ablations import ablation_grids, losses, meanpath, placement, recipe, sigmascale
 from .adaptive import attackloss, fig7
 from .presets import (
+    OVERRIDABLE,
     apply_overrides,
     cifar_preset,
     mnist_preset,
@@ -208,7 +209,7 @@ def reproduce(name: str, out: str | Path, quick: bool = False, data_root: str | 
             raise ValueError(f"{name} runs in-process only; --backend ray serves {', '.join(RAY_READY)}")
         hooks.pop("ray_options", None)
         hooks.pop("on_status", None)
-    scale = {key: hooks.pop(key, None) for key in ("epochs", "train_limit", "test_limit")}
+    scale = {key: hooks.pop(key, None) for key in OVERRIDABLE}
     with preset_overrides(**scale):  # checked before anything is written
         folder = check_output_folder(Path(out) / name)
         return EXPERIMENTS[name](folder, quick=quick, data_root=data_root, device=device, **hooks)
