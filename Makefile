@@ -12,6 +12,9 @@ CHROMIUM ?= /usr/bin/chromium
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	# the independent evaluator the tests hold noiselab's attacks against; --no-deps: its metadata pins
+	# requests~=2.25.1, which JupyterLab's server cannot run with (it imports fine with the newer one)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
 PORT ?= 8866

@@ -2,7 +2,7 @@
 
     noiselab demo [--model lenet5] [--sigma 0.5] [--samples 4000] [--seed 0]
     noiselab train --method noise --sigma 0.5 --epochs 3 --out runs/noise.pt [--resume]
-    noiselab attack runs/noise.pt --eps 0.1 0.2 0.3 --attacks fgsm pgd [--checks]
+    noiselab attack runs/noise.pt --eps 0.1 0.2 0.3 [--suite strong|light|thorough] [--checks]
     noiselab sweep --methods noise sampled --sigmas 0.3 0.8 --seeds 2 --out results/sweep [--backend ray]
     noiselab status results/sweep
     noiselab reproduce fig4 [--quick] --out results/
@@ -212,9 +212,13 @@ def attack_command(args: argparse.Namespace) -> int:
     config = state["config"]
     data = load(args.dataset or config["dataset"], root=args.data_root or config.get("data_root"), device=device)
     x, y = data.tensors("test", limit=args.limit)
-    attacks = [(name, {"steps": args.steps, "restarts": args.restarts}) if name != "fgsm" else name
-               for name in args.attacks]
-    table = robust_accuracy(model, x, y, eps=args.eps, attacks=attacks, seed=args.seed)
+    attacks = _chosen_attacks(args, "attack")
+
+    def progress(eps: float, stage: str) -> None:
+        if not args.quiet:
+            print(f"eps {eps:g}: {stage} done", file=sys.stderr, flush=True)
+
+    table = robust_accuracy(model, x, y, eps=args.eps, attacks=attacks, seed=args.seed, progress=progress)
     print(table.to_string(index=False))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -224,6 +228,45 @@ def attack_command(args: argparse.Namespace) -> int:
             detail = f": {flag.message}" if flag.flagged else ""
             print(f"{'FLAGGED' if flag.flagged else 'ok':>8} {flag.name}{detail}")
     return 0
+
+
+def _suite(text: str) -> str:
+    from .attacks import check_suite
+
+    try:
+        return check_suite(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _chosen_attacks(args: argparse.Namespace, command: str) -> list:
+    """--attacks (each with --steps and --restarts where it takes them) if given, else the suite --suite names;
+    a note on stderr whenever the choice is not the strong suite, whose numbers are the ones to quote."""
+    from .attacks import SUITES, suite
+
+    if args.attacks is None:
+        if SUITES[args.suite].light:
+            print(f"noiselab {command}: note: the {args.suite!r} suite is {SUITES[args.suite].description}",
+                  file=sys.stderr)
+        return suite(args.suite)
+    options = {key: value for key, value in (("steps", args.steps), ("restarts", args.restarts)) if value}
+    print(f"noiselab {command}: note: --attacks replaces the strong suite; robust accuracy from a hand-picked "
+          "list can overstate robustness (noise-trained models most)", file=sys.stderr)
+    return [name if name == "fgsm" else [name, dict(options)] for name in args.attacks]
+
+
+def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
+    from .attacks import ATTACKS, DEFAULT_SUITE, SUITES
+
+    group = parser.add_argument_group("how models are attacked")
+    group.add_argument("--suite", type=_suite, default=DEFAULT_SUITE,
+                       help=f"a named attack suite, one of {', '.join(SUITES)} (default {DEFAULT_SUITE}: "
+                            f"{SUITES[DEFAULT_SUITE].description})")
+    group.add_argument("--attacks", nargs="+", choices=list(ATTACKS), default=None,
+                       help="attack with these instead of the suite (a quick look, not a number to quote)")
+    group.add_argument("--steps", type=_positive_int, default=None, help="with --attacks: steps of pgd/apgd")
+    group.add_argument("--restarts", type=_positive_int, default=None, help="with --attacks: restarts of pgd/apgd")
+    group.add_argument("--limit", type=_positive_int, default=1000, help="test examples attacked")
 
 
 def _hooks() -> dict:
@@ -326,8 +369,7 @@ def sweep_command(args: argparse.Namespace) -> int:
                 cells += [{"method": method, "eps": e, "seed": seed} for e in args.train_eps]
             else:
                 cells.append({"method": method, "seed": seed})
-    attacks = ["fgsm" if name == "fgsm" else [name, {"steps": args.steps}] for name in args.attacks]
-    evaluation = EvalSpec(list(args.eval_eps), attacks, args.limit)
+    evaluation = EvalSpec(list(args.eval_eps), _chosen_attacks(args, "sweep"), args.limit)
     backend = _backend_arguments(args)
     hooks, close_bar = _sweep_hooks(args.backend)
     try:
@@ -392,15 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     attack_parser = commands.add_parser("attack", help="robust accuracy of a trained model under attacks")
     attack_parser.add_argument("checkpoint")
     attack_parser.add_argument("--eps", type=_eps, nargs="+", default=[0.1, 0.2, 0.3])
-    attack_parser.add_argument("--attacks", nargs="+", choices=["fgsm", "pgd", "apgd"], default=["fgsm", "pgd"])
-    attack_parser.add_argument("--steps", type=_positive_int, default=40)
-    attack_parser.add_argument("--restarts", type=_positive_int, default=1)
-    attack_parser.add_argument("--limit", type=_positive_int, default=1000, help="test examples attacked")
+    _add_attack_arguments(attack_parser)
     attack_parser.add_argument("--dataset", default=None, help="default: the checkpoint's")
     attack_parser.add_argument("--data-root", default=None)
     attack_parser.add_argument("--device", default="auto")
     attack_parser.add_argument("--seed", type=int, default=0)
     attack_parser.add_argument("--checks", action="store_true", help="run the gradient-masking checks")
+    attack_parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     attack_parser.add_argument("--out", default=None, help="write the table as CSV")
 
     sweep_parser = commands.add_parser("sweep", help="train and attack a grid of settings; resumable")
@@ -410,9 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep_parser.add_argument("--train-eps", type=_eps, nargs="+", default=[0.3], help="eps of pgd_at/fgsm_rs")
     sweep_parser.add_argument("--seeds", type=_positive_int, default=1, help="seeds from --seed on")
     sweep_parser.add_argument("--eval-eps", type=_eps, nargs="+", default=[0.0, 0.1, 0.2, 0.3])
-    sweep_parser.add_argument("--attacks", nargs="+", choices=["fgsm", "pgd", "apgd"], default=["fgsm", "pgd"])
-    sweep_parser.add_argument("--steps", type=_positive_int, default=40, help="steps of pgd/apgd")
-    sweep_parser.add_argument("--limit", type=_positive_int, default=1000, help="test examples attacked")
+    _add_attack_arguments(sweep_parser)
     sweep_parser.add_argument("--out", required=True, help="output folder (a rerun skips finished cells)")
     _add_backend_arguments(sweep_parser)
 

@@ -13,6 +13,7 @@ from .closed_form import closed_form_fgsm, closed_form_pgd
 from .eot import eot_fgsm, eot_pgd, naive_fgsm
 from .fgsm import fgsm
 from .pgd import pgd
+from .suites import DEFAULT_SUITE, SUITES, check_suite, stage_name, suite
 
 ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd}
 
@@ -26,5 +27,6 @@ RANDOMIZED_ATTACKS = {
     "closed_form_pgd": closed_form_pgd,
 }
 
-__all__ = ["ATTACKS", "LOSSES", "RANDOMIZED_ATTACKS", "apgd", "check_attack_inputs", "check_eps", "closed_form_fgsm",
-           "closed_form_pgd", "eot_fgsm", "eot_pgd", "fgsm", "naive_fgsm", "pgd"]
+__all__ = ["ATTACKS", "DEFAULT_SUITE", "LOSSES", "RANDOMIZED_ATTACKS", "SUITES", "apgd", "check_suite",
+           "check_attack_inputs", "check_eps", "closed_form_fgsm",
+           "closed_form_pgd", "eot_fgsm", "eot_pgd", "fgsm", "naive_fgsm", "pgd", "stage_name", "suite"]

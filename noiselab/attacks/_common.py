@@ -45,6 +45,26 @@ def dlr(logits: Tensor, y: Tensor) -> Tensor:
 LOSSES = {"ce": cross_entropy, "margin": margin, "dlr": dlr}
 
 
+def targeted_cross_entropy(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
+    """-CE towards `target`: rises as the target class gains probability."""
+    return -F.cross_entropy(logits, target, reduction="none")
+
+
+def targeted_margin(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
+    """z_target - z_y: positive once the target beats the true class."""
+    return (logits.gather(1, target.unsqueeze(1)) - logits.gather(1, y.unsqueeze(1))).squeeze(1)
+
+
+def targeted_dlr(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
+    """Croce and Hein's targeted DLR, -(z_y - z_t) / (z_(1) - (z_(3) + z_(4)) / 2); scale-invariant (APGD-T)."""
+    ordered = logits.sort(1).values
+    return targeted_margin(logits, y, target) / (ordered[:, -1] - 0.5 * (ordered[:, -3] + ordered[:, -4]) + 1e-12)
+
+
+# the same objectives aimed at one class (loss(logits, y, target)), for targeted attacks
+TARGETED_LOSSES = {"ce": targeted_cross_entropy, "margin": targeted_margin, "dlr": targeted_dlr}
+
+
 def loss_fn(name: str):
     if name not in LOSSES:
         raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {name!r}")

@@ -8,6 +8,10 @@ p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), at steps ceil(p_j * steps).
 
 The original runs 100 steps (AutoAttack's APGD-CE and APGD-DLR); so does this by default. Each example keeps
 the first misclassified point found, else the point of highest loss, over steps and restarts.
+
+targets=k > 0 is APGD-T: instead of one untargeted run per restart, one run per restart towards each of the k
+classes the model ranks highest after the true one at the clean point, with the targeted form of `loss`
+(AutoAttack's APGD-T uses the targeted DLR loss and 9 targets on 10 classes).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_positive_int
-from ._common import check_attack_inputs, input_gradient, loss_fn, project
+from ._common import TARGETED_LOSSES, check_attack_inputs, input_gradient, loss_fn, project
 
 MOMENTUM = 0.75  # alpha in the paper: weight of the new step against the previous one
 RHO = 0.75
@@ -40,15 +44,31 @@ def apgd(
     steps: int = 100,
     restarts: int = 1,
     loss: str = "ce",
+    targets: int = 0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     eps = check_attack_inputs(x, y, eps)
     check_positive_int(steps, "steps")
     check_positive_int(restarts, "restarts")
+    untargeted = loss_fn(loss)
+    if isinstance(targets, bool) or not isinstance(targets, int) or targets < 0:
+        raise ValueError(f"targets must be an integer >= 0 (0: untargeted), got {targets!r}")
     if eps == 0:
         return x.detach().clone()  # the ball is one point
-    objective = loss_fn(loss)
     batch = x.shape[0]
+    if targets:
+        with torch.no_grad():
+            ranked = model(x).sort(1, descending=True).indices  # (B, classes), the clean point's ranking
+        if targets > ranked.shape[1] - 1:
+            raise ValueError(f"targets must be at most {ranked.shape[1] - 1} (the classes other than the true one), "
+                             f"got {targets}")
+        if int(y.min()) < 0 or int(y.max()) >= ranked.shape[1]:
+            raise ValueError(f"y must hold labels in [0, {ranked.shape[1] - 1}] (the model's classes)")
+        others = ranked[ranked != y.unsqueeze(1)].view(batch, -1)  # (B, classes - 1): wrong classes, likeliest first
+        aimed = [(lambda logits, labels, t=others[:, k]: TARGETED_LOSSES[loss](logits, labels, t))
+                 for k in range(targets)]
+    else:
+        aimed = [untargeted]
     shape = (batch,) + (1,) * (x.dim() - 1)
     best = x.clone()
     best_loss_overall = torch.full((batch,), float("-inf"), device=x.device)
@@ -63,7 +83,7 @@ def apgd(
         best_loss_overall = torch.where(better, losses, best_loss_overall)
         fooled = fooled | wrong
 
-    for _ in range(restarts):
+    for objective in [o for o in aimed for _ in range(restarts)]:
         # a random start scaled so that its largest coordinate per example is eps (as in the original)
         if generator is not None:
             direction = 2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1

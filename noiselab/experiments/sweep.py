@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import data as data_module
-from ..attacks import check_eps
+from ..attacks import check_eps, suite
 from ..evaluate import robust_accuracy
 from ..train import TrainConfig, TrainProgress, resolve_device, train
 from .records import check_output_folder, environment, read_json, write_json
@@ -36,7 +36,7 @@ class EvalSpec:
     """How each trained model is attacked: the eps grid, the attacks (as in robust_accuracy), the test examples."""
 
     eps: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3])
-    attacks: list = field(default_factory=lambda: ["fgsm", ["pgd", {"steps": 40, "restarts": 1}]])
+    attacks: list = field(default_factory=lambda: suite("strong"))
     limit: int | None = 1000
 
     def validate(self) -> EvalSpec:

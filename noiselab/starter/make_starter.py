@@ -71,7 +71,7 @@ def command_for(starter: Starter) -> list[str]:
 def make(out: Path = HERE, work: Path | None = None) -> dict:
     """Train (or finish training) every starter, slim and evaluate it, and write `out`/manifest.json."""
     from noiselab import __version__
-    from noiselab.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from noiselab.checkpoint import load_checkpoint, load_model, save_weights_only
     from noiselab.data import load
     from noiselab.train import accuracy
 
@@ -89,9 +89,7 @@ def make(out: Path = HERE, work: Path | None = None) -> dict:
                        stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
         state = load_checkpoint(work / starter.file)
-        slim = {key: state[key] for key in ("config", "model", "history", "step", "sigma") if key in state}
-        save_checkpoint(out / starter.file, slim)
-        (out / starter.file).chmod(0o644)  # written through a private temporary file (0600); these are shipped
+        save_weights_only(out / starter.file, state)
         model, _ = load_model(out / starter.file)
         test_accuracy = accuracy(model, test_images, test_labels)
         train_seconds = sum(row["seconds"] for row in state["history"])

@@ -1,0 +1,78 @@
+"""Named attack suites: the lists of attacks that `robust_accuracy` runs as a shrinking pipeline.
+
+    >>> robust_accuracy(model, x, y, eps=[0.1, 0.2], attacks=suite("strong"))
+
+"strong" is the default everywhere (the CLI's attack and sweep, every reproduce experiment, the lab's attack
+panel). Noise-trained models have small logits squashed by the stochastic loss's MSE term, and cross-entropy
+gradients are a weak guide there: PGD with cross-entropy alone overstated their robust accuracy by up to 15
+points against an independent evaluator. So the strong suite aims scale-invariant objectives (DLR, targeted
+DLR, the margin) with APGD's adaptive step and several runs per point, AutoAttack's recipe cut to what a CPU
+affords:
+
+    fgsm                 one step: removes the easy points before the costly attacks (the pipeline only attacks
+                         what is still robust)
+    apgd      ce   100   APGD-CE, AutoAttack's first attack
+    apgd      dlr  100   APGD-DLR, scale-invariant
+    apgd-t    dlr  100   APGD-T: targeted DLR towards each of the 3 likeliest wrong classes (3 runs per point)
+    pgd       margin 40  PGD on the margin from 2 random starts (a differently built attack, fixed step)
+
+"light" (FGSM and PGD-10 with cross-entropy) is for quick looks in the lab; it overstates the robustness of
+exactly the models whose robustness is in question, and says so wherever it is shown. "thorough" is the strong
+suite with APGD-T on every wrong class and more restarts: the gradient-masking check that a stronger attack does
+not lower the strong suite's figure uses it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Suite:
+    attacks: tuple
+    description: str
+    light: bool = False  # a quick look, not a number to quote
+
+
+SUITES: dict[str, Suite] = {
+    "strong": Suite(
+        ("fgsm", ("apgd", {"steps": 100, "loss": "ce"}), ("apgd", {"steps": 100, "loss": "dlr"}),
+         ("apgd", {"steps": 100, "loss": "dlr", "targets": 3}),
+         ("pgd", {"steps": 40, "loss": "margin", "restarts": 2})),
+        "FGSM, APGD-CE, APGD-DLR, APGD-T (DLR, 3 targets), PGD-40 margin x2: scale-invariant losses, restarts",
+    ),
+    "light": Suite(
+        ("fgsm", ("pgd", {"steps": 10})),
+        "FGSM and PGD-10 with cross-entropy: a LIGHT quick look that overstates noise-trained models' robustness",
+        light=True,
+    ),
+    "thorough": Suite(
+        ("fgsm", ("apgd", {"steps": 100, "loss": "ce", "restarts": 2}),
+         ("apgd", {"steps": 100, "loss": "dlr", "restarts": 2}),
+         ("apgd", {"steps": 100, "loss": "dlr", "targets": 9}),
+         ("pgd", {"steps": 100, "loss": "margin", "restarts": 4})),
+        "the strong suite with 2 restarts of each APGD, APGD-T on all 9 wrong classes and PGD-100 margin x4",
+    ),
+}
+DEFAULT_SUITE = "strong"
+
+
+def check_suite(name) -> str:
+    if name not in SUITES:
+        raise ValueError(f"unknown attack suite {name!r}; choose one of {tuple(SUITES)} "
+                         f"({DEFAULT_SUITE!r} is the default and the one to quote)")
+    return name
+
+
+def suite(name: str = DEFAULT_SUITE) -> list:
+    """The attacks of suite `name` as robust_accuracy takes them: names and [name, options] pairs (plain data, so a
+    results file records the whole definition)."""
+    return [a if isinstance(a, str) else [a[0], copy.deepcopy(a[1])] for a in SUITES[check_suite(name)].attacks]
+
+
+def stage_name(name: str, options: dict) -> str:
+    """The pipeline stage an attack is reported under: 'pgd', 'pgd-margin', 'apgd-dlr', 'apgd-t-dlr'."""
+    label = name + ("-t" if options.get("targets") else "")
+    loss = options.get("loss", "ce")
+    return label + (f"-{loss}" if loss != "ce" or options.get("targets") else "")
