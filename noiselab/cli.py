@@ -395,7 +395,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
     try:
         output = reproduce(args.experiment, args.out, quick=args.quick, data_root=args.data_root,
                            device=args.device, epochs=args.epochs, train_limit=args.train_limit,
-                           test_limit=args.test_limit, **_backend_arguments(args), **hooks)
+                           test_limit=args.test_limit, suite=args.suite, **_backend_arguments(args), **hooks)
     except CellsFailed as error:
         close_bar()
         print(f"noiselab reproduce: error: {error}", file=sys.stderr)
@@ -469,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     scale.add_argument("--epochs", type=_positive_int, default=None, help="train every model this many epochs")
     scale.add_argument("--train-limit", type=_positive_int, default=None, help="on the first N training examples")
     scale.add_argument("--test-limit", type=_positive_int, default=None, help="attack the first N test examples")
+    scale.add_argument("--suite", type=_suite, default=None,
+                       help="attack with this named suite (default: the preset's; strong for full runs, light for "
+                            "--quick)")
     _add_backend_arguments(reproduce_parser)
 
     args = parser.parse_args(argv)

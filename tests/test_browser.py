@@ -264,6 +264,11 @@ def test_link_opens_the_attack_panel_at_that_eps_and_the_attack_draws_a_curve(br
     expect(eps.locator(".widget-readout")).to_have_text("0.200")
     assert link_query(page).startswith("?panel=attack&eps=0.2")
     assert page.locator(".noiselab-notice").inner_text().strip() == ""
+    # the answer before anything is attacked: the committed full-scale curves, drawn offline
+    expect(panel.get_by_text("What the full-scale run found")).to_be_visible()
+    verdict_chart = panel.locator(".vega-embed").first
+    expect(verdict_chart.locator("canvas")).to_be_visible(timeout=30_000)
+    assert "cannot be read" not in panel.inner_text() and "are missing" not in panel.inner_text()
 
     # a small sweep through the UI: 10 examples, FGSM, no masking checks, the models the lab opened with
     options = panel.locator("select[multiple] option")

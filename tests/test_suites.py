@@ -101,13 +101,14 @@ def test_adversarial_examples_fool_where_the_pipeline_does(noise_model, embedded
 @pytest.mark.slow
 def test_the_default_suite_is_within_a_point_of_torchattacks_on_a_noise_trained_model(noise_model, embedded_digits):
     """The test the issue asks for: on the same 200 points, noiselab's default (strong) robust accuracy must not
-    exceed the independent reference's by more than 1 point; the light suite, on this model, does."""
+    exceed the independent reference's by more than 1 point; the light suite, on this model, does. At ε = 0.2,
+    where the light suite overstated this model most (bench/independent_check.py measures 0.1 too)."""
     torchattacks_or_fail()
     from noiselab.experiments.independent import compare_to_independent
 
     x, y = embedded_digits
-    frame = compare_to_independent(noise_model, x, y, eps=[0.1, 0.2])
-    assert frame["eps"].tolist() == [0.1, 0.2] and frame["n"].tolist() == [200, 200]
+    frame = compare_to_independent(noise_model, x, y, eps=[0.2])
+    assert frame["eps"].tolist() == [0.2] and frame["n"].tolist() == [200]
     assert (frame["excess"] <= 0.01 + 1e-9).all(), frame.to_string()
     light = worst_case(robust_accuracy(noise_model, x, y, eps=[0.2], attacks="light"))["accuracy"][0]
     reference = frame.loc[frame["eps"] == 0.2, "independent"].item()

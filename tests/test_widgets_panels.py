@@ -190,6 +190,19 @@ def two_models(digits):
     ])
 
 
+def test_attack_panel_opens_on_the_full_scale_answer_and_the_strong_suite(two_models, digits):
+    panel = AttackPanel(two_models, digits, eps=0.1)
+    assert panel.attack.value == "suite:strong" and panel.steps.disabled
+    assert "APGD-DLR" in panel.light_note.value
+    assert panel.verdict_curves is not None and {"vanilla", "pgd_at"} <= set(panel.verdict_curves["method"])
+    assert "What the full-scale run found" in panel.verdict.children[0].value
+    panel.attack.value = "suite:light"
+    assert "LIGHT" in panel.light_note.value and "numbers to quote" in panel.light_note.value
+    panel.attack.value = "pgd"
+    assert not panel.steps.disabled and "pgd alone is a LIGHT quick look" in panel.light_note.value
+    panel.wait(5)
+
+
 def test_attack_panel_curves_flags_and_the_eps_rule(two_models, digits):
     panel = AttackPanel(two_models, digits, eps=0.1)
     panel.attack.value, panel.steps.value, panel.examples.value = "pgd", 10, 50

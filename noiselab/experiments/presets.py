@@ -1,8 +1,9 @@
 """What the reproduce-style experiments share: the data-set presets (quick and full), the attack suites, and the
 robustness figure (a sweep, its summary over seeds, its chart).
 
-`preset_overrides(epochs=..., train_limit=..., test_limit=...)` scales a preset between quick and full (for
-example the quick models trained longer on more digits, on a CPU); the results file records the values used."""
+`preset_overrides(epochs=..., train_limit=..., test_limit=..., suite=...)` scales a preset between quick and full
+(for example the quick models trained longer on more digits, on a CPU) and picks its attack suite by name; the
+results file records the values used."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..attacks import suite
+from ..attacks import check_suite, suite
 from ..charts import robustness_chart, save_chart
 from ..train import TrainConfig
 from .sweep import EvalSpec, robust_table, run_sweep, summarize
 
 STRONG_ATTACKS = suite("strong")  # attacks/suites.py: APGD-CE, APGD-DLR, APGD-T, PGD margin; the full presets'
 QUICK_ATTACKS = suite("light")    # FGSM + PGD-10: the quick modes only, which say so
+CLEAN_ONLY_ATTACKS = ["fgsm"]     # with eps = [0] only: the clean accuracy (Fig. 6, Table 1)
 
 
 @dataclass
@@ -30,19 +32,23 @@ class Preset:
     seeds: int
 
 
-OVERRIDABLE = ("epochs", "train_limit", "test_limit")
+OVERRIDABLE = ("epochs", "train_limit", "test_limit", "suite")
 _overrides: ContextVar[dict | None] = ContextVar("noiselab_preset_overrides", default=None)
 
 
 @contextmanager
 def preset_overrides(**settings) -> Iterator[None]:
-    """Within the block, every preset trains `epochs` on `train_limit` examples and attacks `test_limit` (None: the
-    preset's own). Values must be integers >= 1."""
+    """Within the block, every preset trains `epochs` on `train_limit` examples and attacks `test_limit` with the
+    attack suite named `suite` (None: the preset's own). The counts must be integers >= 1."""
     unknown = set(settings) - set(OVERRIDABLE)
     if unknown:
         raise ValueError(f"cannot override {sorted(unknown)}; overridable: {OVERRIDABLE}")
     chosen = {key: value for key, value in settings.items() if value is not None}
+    if "suite" in chosen:
+        check_suite(chosen["suite"])
     for key, value in chosen.items():
+        if key == "suite":
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
     token = _overrides.set(chosen)
@@ -62,6 +68,8 @@ def apply_overrides(base: TrainConfig, evaluation: EvalSpec) -> tuple[TrainConfi
     base = replace(base, **{key: chosen[key] for key in ("epochs", "train_limit") if key in chosen})
     if "test_limit" in chosen:
         evaluation = replace(evaluation, limit=chosen["test_limit"])
+    if "suite" in chosen and evaluation.attacks != CLEAN_ONLY_ATTACKS:  # a clean-only evaluation attacks nothing
+        evaluation = replace(evaluation, attacks=suite(chosen["suite"]))
     return base, evaluation
 
 

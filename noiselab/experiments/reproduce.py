@@ -26,6 +26,7 @@ from ..train import TrainConfig, resolve_device
 from .ablations import ablation_grids, losses, meanpath, placement, recipe, sigmascale
 from .adaptive import attackloss, fig7
 from .presets import (
+    CLEAN_ONLY_ATTACKS,
     OVERRIDABLE,
     apply_overrides,
     cifar_preset,
@@ -68,7 +69,8 @@ def fig5(out: Path, quick: bool = False, data_root: str | None = None, device: s
                               **hooks)
 
 
-CLEAN_ONLY = EvalSpec([0.0], ["fgsm"], None)  # eps = 0: the clean accuracy on the whole test split (or test_limit)
+# eps = 0: the clean accuracy on the whole test split (or test_limit)
+CLEAN_ONLY = EvalSpec([0.0], CLEAN_ONLY_ATTACKS, None)
 
 
 def _fig6_grid(quick: bool, data_root: str | None, device: str) -> tuple[TrainConfig, list[dict], EvalSpec]:
@@ -201,7 +203,7 @@ def reproduce(name: str, out: str | Path, quick: bool = False, data_root: str | 
     """Run one experiment into <out>/<name>/ (resuming what an earlier run left there).
 
     hooks: progress, on_train_progress, stop, and for the sweeps (RAY_READY) backend, ray_options, on_status;
-    epochs, train_limit, test_limit override the preset's (presets.preset_overrides)."""
+    epochs, train_limit, test_limit and suite override the preset's (presets.preset_overrides)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {tuple(EXPERIMENTS)}")
     if name not in RAY_READY:

@@ -6,6 +6,8 @@ clean versus attacked images at the ε of a slider.
     >>> panel.curves                             # model, eps, accuracy: what the chart shows
     >>> panel.eps.value = 0.2                    # moves the chart's ε rule in the browser, recomputes nothing
 
+The attack defaults to the strong suite (noiselab.attacks.suites: APGD-CE, APGD-DLR, APGD-T, PGD on the margin);
+the light suite and single attacks stay in the list for quick looks, and say that they are light.
 "Run attacks" sweeps a fixed ε grid (EPS_GRIDS: 0 to 0.4 in steps of 0.05 on MNIST-like data) with
 noiselab.evaluate.robust_accuracy (worst case per example, only the points still robust are attacked) and,
 optionally, noiselab.evaluate.masking_checks, in a daemon worker thread that checks a Stop event between ε
@@ -24,12 +26,21 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import pandas as pd
-import torch
 
 from .. import data as data_module
-from ..attacks import ATTACKS
+from ..attacks import ATTACKS, DEFAULT_SUITE, SUITES
 from ..charts.lab_attack import CURVE_COLUMNS, example_grid_png, robust_accuracy_chart
-from ..evaluate import Flag, GradientMaskingWarning, masking_checks, predict, robust_accuracy, worst_case
+from ..charts.verdict import verdict_chart
+from ..evaluate import (
+    Flag,
+    GradientMaskingWarning,
+    adversarial_examples,
+    masking_checks,
+    predict,
+    robust_accuracy,
+    worst_case,
+)
+from ..experiments.verdict import load_shipped_curves
 from ._charts import jupyter_chart
 from ._ui import ERROR, NOTE, OK, html_text
 from .models import LabModel, ModelList
@@ -37,6 +48,10 @@ from .models import LabModel, ModelList
 # the ε grid per image channel count: [0, 1]-scaled MNIST budgets up to 0.4; CIFAR's in steps of 2/255
 EPS_GRIDS = {1: tuple(round(0.05 * i, 2) for i in range(9)), 3: tuple(round(2 * i / 255, 5) for i in range(9))}
 STEPPED_ATTACKS = ("pgd", "apgd")  # fgsm is one step
+SUITE_PREFIX = "suite:"            # the dropdown's values for named suites: "suite:strong"
+# the attack dropdown: the suites first (the strong one the default), then single attacks for quick looks
+ATTACK_CHOICES = [(f"{name} suite" + (" (light)" if SUITES[name].light else ""), SUITE_PREFIX + name)
+                  for name in SUITES] + [(f"{name} only (light)", name) for name in ATTACKS]
 GRID_EXAMPLES = 8                  # images in the clean/attacked grid
 CHECK_EXAMPLES = 100               # the masking checks run PGD-80 with 4 restarts: ~5x the sweep, so on fewer points
 DEBOUNCE_S = 0.3                   # the grid is recomputed once the slider has rested this long (its "release")
@@ -81,7 +96,8 @@ class AttackPanel:
         self.selection = widgets.SelectMultiple(options=names, value=tuple(names), description="compare",
                                                 rows=6, style={"description_width": "110px"},
                                                 layout=widgets.Layout(width="420px"))
-        self.attack = widgets.Dropdown(options=list(ATTACKS), value="pgd", description="attack", **wide)
+        self.attack = widgets.Dropdown(options=ATTACK_CHOICES, value=SUITE_PREFIX + DEFAULT_SUITE, description="attack",
+                                       **wide)
         self.steps = widgets.BoundedIntText(value=10, min=1, max=500, description="steps", **wide)
         test_count = int(self.data.test_images.shape[0])
         self.examples = widgets.BoundedIntText(value=min(200, test_count), min=min(10, test_count), max=test_count,
@@ -93,6 +109,7 @@ class AttackPanel:
                                             layout=widgets.Layout(width="420px"))
         self.status = widgets.HTML(html_text("select models and press Run attacks", NOTE))
         self.message = widgets.HTML("")
+        self.light_note = widgets.HTML("", layout=widgets.Layout(max_width="720px"))  # what the chosen attack is
         step = self.grid[1] - self.grid[0]
         self.eps = widgets.FloatSlider(value=min(max(eps, 0.0), self.grid[-1]), min=0.0, max=self.grid[-1],
                                        step=round(step / 5, 6), readout_format=".3f", description="ε",
@@ -118,8 +135,10 @@ class AttackPanel:
         self.steps.observe(self._schedule_examples, names="value")
 
         settings = widgets.VBox([self.selection, widgets.HBox([self.attack, self.steps]),
-                                 widgets.HBox([self.examples, self.checks])])
+                                 widgets.HBox([self.examples, self.checks]), self.light_note])
+        self.verdict = self._verdict_view()
         self.widget = widgets.VBox([
+            self.verdict,
             widgets.HTML("<h3 style='margin:4px 0'>Attack the models</h3>"),
             settings,
             widgets.HBox([self.run_button, self.stop_button, self.progress]),
@@ -132,11 +151,37 @@ class AttackPanel:
         self._redraw()
         self._schedule_examples()
 
+    # ---- the answer first: the committed full-scale curves -------------------------------------------------------
+    def _verdict_view(self) -> widgets.VBox:
+        """The full-scale curves shipped with noiselab (offline), drawn before anything is trained or attacked."""
+        heading = widgets.HTML("<h3 style='margin:4px 0'>What the full-scale run found</h3>")
+        try:
+            self.verdict_curves = load_shipped_curves()
+        except ValueError as error:  # a missing or foreign file: say so, the rest of the panel works
+            self.verdict_curves = None
+            return widgets.VBox([heading, widgets.HTML(html_text(str(error), ERROR))])
+        caption = widgets.HTML(html_text(
+            "LeNet5s trained on all 60,000 MNIST digits (10 epochs), attacked with the strong suite on 1,000 test "
+            "digits; bands span the seeds. See docs/results.md for the verdict on each of the paper's claims. "
+            "Below, attack the lab's own models.", NOTE), layout=widgets.Layout(max_width="720px"))
+        return widgets.VBox([heading, jupyter_chart(verdict_chart(self.verdict_curves)), caption],
+                            layout=widgets.Layout(border_bottom="1px solid #ddd", margin="0 0 8px 0"))
+
     # ---- keys, cache, chart ---------------------------------------------------------------------------------------
     def _options(self) -> dict:
         return {"steps": int(self.steps.value)} if self.attack.value in STEPPED_ATTACKS else {}
 
+    def _suite(self) -> str | None:
+        value = self.attack.value
+        return value[len(SUITE_PREFIX):] if value.startswith(SUITE_PREFIX) else None
+
+    def _attacks(self):
+        """What robust_accuracy runs for the current choice: a suite's name, or one attack with its steps."""
+        return self._suite() or [(self.attack.value, dict(self._options()))]
+
     def _attack_label(self) -> str:
+        if self._suite():
+            return f"the {self._suite()} suite"
         steps = self._options().get("steps")
         return f"{self.attack.value}-{steps}" if steps else self.attack.value
 
@@ -211,6 +256,13 @@ class AttackPanel:
     # ---- controls -------------------------------------------------------------------------------------------------
     def _on_attack(self, change=None) -> None:
         self.steps.disabled = self.attack.value not in STEPPED_ATTACKS
+        suite = self._suite()
+        if suite is None or SUITES[suite].light:
+            what = SUITES[suite].description if suite else f"{self.attack.value} alone is a LIGHT quick look"
+            self.light_note.value = html_text(f"{what}: noise-trained models look more robust under it than they "
+                                              f"are; the {DEFAULT_SUITE} suite gives the numbers to quote", ERROR)
+        else:
+            self.light_note.value = html_text(SUITES[suite].description, NOTE)
 
     def _on_models(self, change) -> None:
         old, names = set(change.old or ()), list(change.new)
@@ -280,7 +332,7 @@ class AttackPanel:
         started = time.perf_counter()
         checks = bool(self.checks.value)
         settings, label = self._settings(), self._attack_label()
-        attack_name, options, examples = settings
+        examples = settings[2]
         todo, skipped = [], []
         for name in names:
             if name not in self.models:
@@ -297,7 +349,7 @@ class AttackPanel:
         units = sum((len(self.grid) if cached is None else 0) + (1 if checks else 0) for _, _, cached in todo)
         self.progress.max, self.progress.value = max(units, 1), 0
         x, y = self.data.tensors("test", limit=examples)
-        attack = (attack_name, dict(options))
+        attack = self._attacks()
         done = 0
         try:
             for entry, key, cached in todo:
@@ -311,7 +363,7 @@ class AttackPanel:
                     for eps in self.grid:
                         if stop.is_set():
                             break
-                        tables.append(robust_accuracy(entry.model, x, y, eps=[eps], attacks=[attack]))
+                        tables.append(robust_accuracy(entry.model, x, y, eps=[eps], attacks=attack))
                         self.progress.value += 1
                     if stop.is_set():
                         break
@@ -382,10 +434,8 @@ class AttackPanel:
             eps = float(self.eps.value)
             try:
                 x, y = self.data.tensors("test", limit=GRID_EXAMPLES)
-                options = dict(self._options())
-                if self.attack.value in STEPPED_ATTACKS:
-                    options["generator"] = torch.Generator().manual_seed(0)  # the same picture for the same ε
-                adversarial = ATTACKS[self.attack.value](entry.model, x, y, eps, **options)
+                # seeded: the same picture for the same ε
+                adversarial = adversarial_examples(entry.model, x, y, eps, attacks=self._attacks(), seed=0)
                 clean_predictions, adversarial_predictions = predict(entry.model, x), predict(entry.model, adversarial)
                 png = example_grid_png(x.numpy(), adversarial.numpy(), y.tolist(), clean_predictions.tolist(),
                                        adversarial_predictions.tolist(), self.data.classes)

@@ -1,0 +1,285 @@
+"""The verdict: each of the paper's claims judged from the committed full-scale results, and the curves the lab ships.
+
+    python -m noiselab.experiments.verdict docs/results/full-cpu           # print the verdict table (Markdown)
+    python -m noiselab.experiments.verdict docs/results/full-cpu --write   # and update docs/results.md and the
+                                                                            # curves shipped in the package
+
+Every number in the table is computed here from the sweep records (`<folder>/fig4/results.json`, ...), so the doc
+cannot drift from the data: tests/test_verdict.py recomputes the table from the committed files and compares it
+with the block in docs/results.md. A claim whose experiment has not been run at full scale says so ("not yet run").
+
+The words, decided by fixed rules (not by hand), on robust accuracy at an attack budget eps (the strong suite,
+worst case per example, mean over seeds). A difference between two means counts as real ("clear") when it exceeds
+both 2 points and twice its standard error, the error of each mean taken as sqrt(std² / seeds + p(1 − p) / (n ·
+seeds)) (the spread over seeds, and the binomial error of n test points):
+- noise vs PGD-AT at eps: "holds" if the best noise-trained model is no more than 2 points below PGD-AT; "partly"
+  if it is clearly above vanilla but more than 2 points below PGD-AT; "does not hold" otherwise.
+- robustness grows with σ (at eps = 0.1): "holds" if the largest σ is clearly above the smallest and no step to a
+  larger σ is clearly down; "partly" if the largest is clearly above the smallest but some step is clearly down;
+  "does not hold" otherwise.
+- training cost: "holds" if noise training costs less than PGD-AT (their seconds per cell, same machine, same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from .records import read_json
+from .sweep import robust_table
+
+CURVES_FORMAT = "noiselab-verdict-curves"
+CURVES_VERSION = 1
+CURVES_FILE = "fig4_full_cpu.json"  # inside the package: noiselab/verdict_data/
+MARK_START, MARK_END = "<!-- verdict:start -->", "<!-- verdict:end -->"
+CLAIM_EPS = (0.1, 0.2, 0.3)
+TEST_DIGITS = 10_000  # the training history's test accuracy is on the whole MNIST test split
+REFIT = ("regenerate it with `python -m noiselab.experiments.verdict docs/results/full-cpu --write`, or reinstall "
+         "noiselab")
+
+
+def fig4_table(folder: str | Path) -> pd.DataFrame | None:
+    """Robust accuracy per (cell, eps) of the full-scale Fig. 4 sweep in <folder>/fig4 (None if not run), with each
+    cell's training seconds and test points (n)."""
+    results = read_json(Path(folder) / "fig4" / "results.json")
+    if not results or not results.get("cells"):
+        return None
+    table = robust_table(results)
+    table["n"] = next(iter(results["cells"].values()))["robust"][0]["n"]
+    by_cell = {(c["label"], c["config"]["seed"]): c for c in results["cells"].values()}
+    cells = [by_cell[(label, seed)] for label, seed in zip(table["label"], table["seed"])]
+    table["train_seconds"] = [c["train_seconds"] for c in cells]
+    table["final_test_accuracy"] = [c["history"][-1]["test_accuracy"] for c in cells]
+    return table
+
+
+def clean_accuracies(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model: the final test accuracy on the whole test split (10,000 digits), mean and std over seeds."""
+    cells = table.drop_duplicates(["label", "seed"])
+    grouped = cells.groupby(["label", "method", "sigma"], sort=False)["final_test_accuracy"]
+    frame = grouped.agg(mean="mean", std="std", seeds="count").reset_index().fillna({"std": 0.0})
+    frame["n"] = TEST_DIGITS
+    return frame.sort_values(["method", "sigma"], kind="stable").reset_index(drop=True)
+
+
+def summarize_curves(table: pd.DataFrame) -> pd.DataFrame:
+    """label, method, sigma, eps: mean, std (over seeds; 0 for one seed), seeds, min, max."""
+    grouped = table.groupby(["label", "method", "sigma", "eps"], sort=False)
+    frame = grouped["accuracy"].agg(mean="mean", std="std", seeds="count", min="min", max="max").reset_index()
+    frame["n"] = grouped["n"].first().to_numpy()
+    return frame.fillna({"std": 0.0})
+
+
+def standard_error(row: pd.Series) -> float:
+    """Of a mean over seeds: the seeds' spread and the binomial error of the n test points."""
+    p = row["mean"]
+    return math.sqrt(row["std"] ** 2 / row["seeds"] + p * (1 - p) / (row["n"] * row["seeds"]))
+
+
+def clearly_above(a: pd.Series, b: pd.Series) -> bool:
+    """a's mean exceeds b's by more than 2 points and more than twice the difference's standard error."""
+    return a["mean"] - b["mean"] > max(0.02, 2 * math.hypot(standard_error(a), standard_error(b)))
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _cell(row: pd.Series) -> str:
+    """'64.5 ± 0.4 (3 seeds)' or '64.5 (1 seed)', in percent."""
+    if row["seeds"] > 1:
+        return f"{_points(row['mean'])} ± {_points(row['std'])} ({row['seeds']} seeds)"
+    return f"{_points(row['mean'])} (1 seed)"
+
+
+def _row(curves: pd.DataFrame, label: str, eps: float) -> pd.Series | None:
+    match = curves[(curves["label"] == label) & ((curves["eps"] - eps).abs() < 1e-9)]
+    return None if match.empty else match.iloc[0]
+
+
+def verdict_rows(folder: str | Path) -> list[dict]:
+    """One dict per claim: claim, evidence (text with the numbers), word."""
+    table = fig4_table(folder)
+    rows: list[dict] = []
+    pending = "not yet run at full scale"
+    if table is None:
+        curves = None
+    else:
+        curves = summarize_curves(table)
+    noise_labels = [] if curves is None else sorted(
+        curves.loc[curves["method"] == "noise", "label"].unique(),
+        key=lambda label: float(curves.loc[curves["label"] == label, "sigma"].iloc[0]))
+    for eps in CLAIM_EPS:
+        claim = f"Noise training is as robust as PGD-AT (ε = 0.3) at ε = {eps:g}"
+        at = _row(curves, "pgd_at ε=0.3", eps) if curves is not None else None
+        plain = _row(curves, "vanilla", eps) if curves is not None else None
+        noise = [r for r in (_row(curves, label, eps) for label in noise_labels) if r is not None]
+        if at is None or plain is None or not noise:
+            rows.append({"claim": claim, "evidence": pending, "word": "not yet run"})
+            continue
+        best = max(noise, key=lambda r: r["mean"])
+        if best["mean"] >= at["mean"] - 0.02:
+            word = "holds"
+        elif clearly_above(best, plain):
+            word = "partly"
+        else:
+            word = "does not hold"
+        rows.append({"claim": claim, "word": word,
+                     "evidence": f"best noise ({best['label']}) {_cell(best)} against PGD-AT {_cell(at)}; "
+                                 f"vanilla {_cell(plain)}"})
+    claim = "Robustness grows with σ (ε = 0.1)"
+    series = [] if curves is None else [r for r in (_row(curves, label, 0.1) for label in noise_labels)
+                                        if r is not None]
+    if len(series) < 2:
+        rows.append({"claim": claim, "evidence": pending, "word": "not yet run"})
+    else:
+        rises = clearly_above(series[-1], series[0])
+        falls_somewhere = any(clearly_above(a, b) for a, b in zip(series, series[1:]))
+        word = ("partly" if falls_somewhere else "holds") if rises else "does not hold"
+        rows.append({"claim": claim, "word": word, "evidence": "; ".join(
+            f"σ = {r['sigma']:g}: {_cell(r)}" for r in series)})
+    claim = "Clean accuracy falls as σ grows, as it does as AT's ε grows (Fig. 6)"
+    clean = None if table is None else clean_accuracies(table)
+    noise_clean = [] if clean is None else [r for _, r in clean[clean["method"] == "noise"].iterrows()]
+    if len(noise_clean) < 2:
+        rows.append({"claim": claim, "evidence": pending, "word": "not yet run"})
+    else:
+        # the σ half can contradict the claim on its own; its AT half needs Fig. 6's grid of training budgets
+        falls = clearly_above(noise_clean[0], noise_clean[-1])
+        others = "; ".join(f"{r['label']} {_cell(r)}" for _, r in clean[clean["method"] != "noise"].iterrows())
+        rows.append({"claim": claim, "word": "not yet run" if falls else "does not hold",
+                     "evidence": "clean accuracy on all 10,000 test digits: " + "; ".join(
+                         f"σ = {r['sigma']:g}: {_cell(r)}" for r in noise_clean) + f"; {others}. "
+                     + ("It falls with σ; " if falls else "It does not fall as σ grows; ")
+                     + "AT's half (Fig. 6's grid of training ε) is not yet run at full scale"})
+    rows.append({"claim": "Learnable σ settles at σ* ≈ 0.7 (Model) / 0.79 (Bimodel) (Table 1)", "evidence": pending,
+                 "word": "not yet run"})
+    rows.append({"claim": "The closed-form adaptive attack matches EOT on the randomized defense (Fig. 7)",
+                 "evidence": pending, "word": "not yet run"})
+    claim = "Noise training costs less than adversarial training"
+    if table is None or not {"noise", "pgd_at", "vanilla"} <= set(table["method"]):
+        rows.append({"claim": claim, "evidence": pending, "word": "not yet run"})
+    else:
+        cost = table.drop_duplicates(["label", "seed"]).groupby("method")["train_seconds"].mean()
+        word = "holds" if cost["noise"] < cost["pgd_at"] else "does not hold"
+        rows.append({"claim": claim, "word": word,
+                     "evidence": f"seconds per 10-epoch run, mean over cells: vanilla {cost['vanilla']:.0f}, noise "
+                                 f"{cost['noise']:.0f} ({cost['noise'] / cost['vanilla']:.1f}× vanilla), PGD-AT "
+                                 f"{cost['pgd_at']:.0f} ({cost['pgd_at'] / cost['vanilla']:.1f}×)"})
+    return rows
+
+
+def verdict_markdown(folder: str | Path) -> str:
+    lines = ["| claim of the paper | full-scale evidence (robust accuracy, %, strong suite) | verdict |",
+             "| --- | --- | --- |"]
+    lines += [f"| {row['claim']} | {row['evidence']} | **{row['word']}** |" for row in verdict_rows(folder)]
+    return "\n".join(lines)
+
+
+def replace_block(text: str, block: str) -> str:
+    pattern = re.compile(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"the document has no {MARK_START} ... {MARK_END} block to fill")
+    return pattern.sub(lambda _: f"{MARK_START}\n{block}\n{MARK_END}", text)
+
+
+def doc_block(text: str) -> str:
+    """The verdict block of a document's text (what lies between the markers)."""
+    match = re.search(re.escape(MARK_START) + r"\n(.*?)\n" + re.escape(MARK_END), text, re.S)
+    if match is None:
+        raise ValueError(f"the document has no {MARK_START} ... {MARK_END} block")
+    return match.group(1)
+
+
+# ---- the curves the lab ships ---------------------------------------------------------------------------------
+
+def curves_payload(folder: str | Path) -> dict:
+    table = fig4_table(folder)
+    if table is None:
+        raise ValueError(f"{Path(folder) / 'fig4' / 'results.json'} holds no finished cells to ship")
+    results = read_json(Path(folder) / "fig4" / "results.json")
+    curves = summarize_curves(table)
+    return {"format": CURVES_FORMAT, "version": CURVES_VERSION,
+            "about": "MNIST, LeNet5, 10 epochs on all 60,000 training digits; robust accuracy under noiselab's strong "
+                     "suite, worst case per example, on the first 1,000 test digits; mean, std, min and max over "
+                     "seeds (noiselab reproduce fig4, run on a 2-core CPU; docs/results.md)",
+            "evaluation": results["evaluation"], "curves": curves.to_dict("records")}
+
+
+def shipped_curves_path() -> Path:
+    return Path(str(resources.files("noiselab.verdict_data"))) / CURVES_FILE
+
+
+def load_shipped_curves(path: str | Path | None = None) -> pd.DataFrame:
+    """The full-scale curves shipped with noiselab (label, method, sigma, eps, mean, std, seeds, min, max); a file
+    that is missing, unreadable or of another format or version raises a ValueError that says how to remake it."""
+    path = Path(path) if path is not None else shipped_curves_path()
+    if not path.is_file():
+        raise ValueError(f"the shipped full-scale curves {path} are missing; {REFIT}")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} cannot be read ({error}); {REFIT}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CURVES_FORMAT:
+        raise ValueError(f"{path} is not a noiselab curves file (format {CURVES_FORMAT!r}); {REFIT}")
+    if payload.get("version") != CURVES_VERSION:
+        raise ValueError(f"{path} is version {payload.get('version')!r} of the curves file; this noiselab reads "
+                         f"version {CURVES_VERSION}: {REFIT}")
+    frame = pd.DataFrame(payload["curves"])
+    missing = {"label", "method", "eps", "mean", "std", "seeds"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path} lacks the columns {sorted(missing)}; {REFIT}")
+    return frame
+
+
+def weights_name(label: str, seed: int) -> str:
+    """'noise σ=0.8', 0 -> 'noise-sigma0.8-seed0.pt'; 'pgd_at ε=0.3', 1 -> 'pgd_at-eps0.3-seed1.pt'."""
+    slug = label.replace(" σ=", "-sigma").replace(" ε=", "-eps").replace(" ", "-")
+    return f"{slug}-seed{seed}.pt"
+
+
+def export_weights(folder: str | Path, out: str | Path) -> list[Path]:
+    """Weights-only copies of the finished Fig. 4 cells' models (<folder>/fig4/checkpoints, which are not committed:
+    they hold Adam's state too) into `out`, named by weights_name. Cells whose checkpoint is gone are skipped."""
+    from ..checkpoint import load_checkpoint, save_weights_only
+    from .sweep import cell_key, checkpoint_path
+
+    results = read_json(Path(folder) / "fig4" / "results.json") or {"cells": {}}
+    written = []
+    for cell in results["cells"].values():
+        source = checkpoint_path(Path(folder) / "fig4", cell_key(cell["overrides"]))
+        if source.is_file():
+            target = Path(out) / weights_name(cell["label"], cell["config"]["seed"])
+            written.append(save_weights_only(target, load_checkpoint(source)))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", help="the full-scale results folder (docs/results/full-cpu)")
+    parser.add_argument("--write", action="store_true",
+                        help="update docs/results.md's verdict block and the package's shipped curves")
+    parser.add_argument("--doc", default="docs/results.md")
+    parser.add_argument("--weights", default=None, help="also write weights-only checkpoints of the cells here")
+    args = parser.parse_args(argv)
+    block = verdict_markdown(args.folder)
+    print(block)
+    if args.write:
+        doc = Path(args.doc)
+        doc.write_text(replace_block(doc.read_text(encoding="utf-8"), block), encoding="utf-8")
+        shipped_curves_path().write_text(json.dumps(curves_payload(args.folder), indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {doc} and {shipped_curves_path()}")
+    if args.weights:
+        for path in export_weights(args.folder, args.weights):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""The verdict table and the shipped curves come from the committed full-scale results, and cannot drift from them."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from noiselab.experiments import verdict
+
+REPO = Path(__file__).resolve().parents[1]
+FULL = REPO / "docs" / "results" / "full-cpu"
+
+
+def test_the_verdict_table_in_results_md_is_computed_from_the_committed_results():
+    doc = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
+    assert verdict.doc_block(doc) == verdict.verdict_markdown(FULL), (
+        "docs/results.md's verdict differs from what the results files give: run "
+        "`python -m noiselab.experiments.verdict docs/results/full-cpu --write`")
+
+
+def test_every_number_in_the_robustness_rows_is_in_the_results_files():
+    table = verdict.fig4_table(FULL)
+    assert table is not None, "the full-scale Fig. 4 results are committed"
+    curves = verdict.summarize_curves(table)
+    rows = verdict.verdict_rows(FULL)
+    measured = {f"{100 * value:.1f}" for value in pd.concat([curves["mean"], curves["std"]])}
+    measured |= {f"{100 * value:.1f}" for value in verdict.clean_accuracies(table)[["mean", "std"]].to_numpy().ravel()}
+    robustness = [row for row in rows if row["claim"].startswith(("Noise training is as robust", "Robustness grows"))]
+    assert robustness
+    for row in robustness:
+        if row["word"] == "not yet run":
+            continue
+        numbers = [token for token in row["evidence"].replace(";", " ").replace("(", " ").split()
+                   if token.replace(".", "", 1).isdigit() and "." in token]
+        assert numbers and set(numbers) <= measured, (row, sorted(set(numbers) - measured))
+
+
+def test_the_shipped_curves_are_the_committed_results():
+    shipped = verdict.load_shipped_curves()
+    fresh = pd.DataFrame(verdict.curves_payload(FULL)["curves"])
+    pd.testing.assert_frame_equal(shipped.reset_index(drop=True), fresh.reset_index(drop=True), check_dtype=False)
+    assert {"vanilla", "noise", "pgd_at"} <= set(shipped["method"])
+
+
+def test_the_words_follow_the_stated_rules():
+    def row(mean, std=0.0, seeds=3, n=1000):
+        return pd.Series({"mean": mean, "std": std, "seeds": seeds, "n": n})
+
+    assert verdict.clearly_above(row(0.90), row(0.60))
+    assert not verdict.clearly_above(row(0.673, seeds=1), row(0.647, seeds=1))  # 2.6 points, binomial error 2.1
+    assert not verdict.clearly_above(row(0.615), row(0.60))                      # under 2 points: never clear
+    assert not verdict.clearly_above(row(0.70, std=0.08), row(0.64, std=0.08))   # seeds too spread
+
+
+@pytest.mark.parametrize("payload, message", [
+    (None, "are missing"),
+    ("not json {", "cannot be read"),
+    ({"format": "something-else", "version": 1, "curves": []}, "is not a noiselab curves file"),
+    ({"format": verdict.CURVES_FORMAT, "version": 99, "curves": []}, "is version 99 .* reads version 1"),
+    ({"format": verdict.CURVES_FORMAT, "version": 1, "curves": [{"label": "x"}]}, "lacks the columns"),
+])
+def test_a_missing_or_foreign_curves_file_names_the_fix(tmp_path, payload, message):
+    path = tmp_path / "curves.json"
+    if payload is not None:
+        path.write_text(payload if isinstance(payload, str) else json.dumps(payload))
+    with pytest.raises(ValueError, match=message) as error:
+        verdict.load_shipped_curves(path)
+    assert "python -m noiselab.experiments.verdict" in str(error.value)
+
+
+def test_the_verdict_chart_draws_the_shipped_curves():
+    from noiselab.charts.verdict import verdict_chart
+
+    spec = verdict_chart(verdict.load_shipped_curves()).to_dict()
+    values = next(iter(spec["datasets"].values()))
+    assert {v["method"] for v in values} >= {"vanilla", "noise", "pgd_at"}
+    with pytest.raises(ValueError, match="lacks the columns"):
+        verdict_chart(pd.DataFrame({"label": ["a"]}))
