@@ -58,7 +58,8 @@ def test_the_suites_are_plain_data_and_the_strong_one_is_aimed_and_restarted():
 
 
 def test_unknown_suite_names_the_choices():
-    with pytest.raises(ValueError, match=r"unknown attack suite 'strongest'.*'strong', 'light', 'thorough'"):
+    choices = r"unknown attack suite 'strongest'.*'strong', 'strong-t3', 'light', 'thorough'"
+    with pytest.raises(ValueError, match=choices):
         suite("strongest")
     x, y = torch.rand(2, 1, 28, 28), torch.tensor([0, 1])
     with pytest.raises(ValueError, match="unknown attack suite"):
@@ -151,3 +152,19 @@ def test_cli_attack_defaults_to_the_strong_suite_and_rejects_unknown_suites():
     assert {"apgd", "apgd-dlr", "apgd-t-dlr", "pgd-margin"} <= stages
     light = run_cli("attack", checkpoint, "--eps", "0.1", "--limit", "20", "--suite", "light", "--quiet")
     assert light.returncode == 0 and "LIGHT" in light.stderr
+
+
+def test_reproduce_takes_a_suite_by_name_and_a_clean_only_evaluation_stays_clean():
+    from noiselab.experiments.presets import mnist_preset, preset_overrides
+    from noiselab.experiments.reproduce import sweep_grids
+
+    assert mnist_preset(False, None, "cpu").evaluation.attacks == suite("strong")  # the full runs' default
+    assert mnist_preset(True, None, "cpu").evaluation.attacks == suite("light")    # the quick modes say so
+    with preset_overrides(suite="strong-t3"):
+        assert mnist_preset(False, None, "cpu").evaluation.attacks == suite("strong-t3")
+        assert sweep_grids(quick=True, device="cpu")["fig6"][2].attacks == ["fgsm"]  # eps = 0 only: nothing to attack
+    with pytest.raises(ValueError, match="unknown attack suite 'nope'"):
+        with preset_overrides(suite="nope"):
+            pass
+    bad = run_cli("reproduce", "fig4", "--quick", "--suite", "nope", "--out", "/nonexistent/never-written")
+    assert bad.returncode == 2 and "unknown attack suite 'nope'" in bad.stderr and "Traceback" not in bad.stderr

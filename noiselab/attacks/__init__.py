@@ -13,7 +13,7 @@ from .closed_form import closed_form_fgsm, closed_form_pgd
 from .eot import eot_fgsm, eot_pgd, naive_fgsm
 from .fgsm import fgsm
 from .pgd import pgd
-from .suites import DEFAULT_SUITE, SUITES, check_suite, stage_name, suite
+from .suites import DEFAULT_SUITE, SUITES, check_suite, stage_name, suite, suite_name
 
 ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd}
 
@@ -29,4 +29,4 @@ RANDOMIZED_ATTACKS = {
 
 __all__ = ["ATTACKS", "DEFAULT_SUITE", "LOSSES", "RANDOMIZED_ATTACKS", "SUITES", "apgd", "check_suite",
            "check_attack_inputs", "check_eps", "closed_form_fgsm",
-           "closed_form_pgd", "eot_fgsm", "eot_pgd", "fgsm", "naive_fgsm", "pgd", "stage_name", "suite"]
+           "closed_form_pgd", "eot_fgsm", "eot_pgd", "fgsm", "naive_fgsm", "pgd", "stage_name", "suite", "suite_name"]

@@ -29,6 +29,7 @@ table's figure uses it.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 
 
@@ -79,6 +80,15 @@ def suite(name: str = DEFAULT_SUITE) -> list:
     """The attacks of suite `name` as robust_accuracy takes them: names and [name, options] pairs (plain data, so a
     results file records the whole definition)."""
     return [a if isinstance(a, str) else [a[0], copy.deepcopy(a[1])] for a in SUITES[check_suite(name)].attacks]
+
+
+def suite_name(attacks) -> str | None:
+    """The name of the suite whose attacks these are (as a results file stores them), or None."""
+    normal = json.loads(json.dumps(list(attacks)))
+    for name in SUITES:
+        if json.loads(json.dumps(suite(name))) == normal:
+            return name
+    return None
 
 
 def stage_name(name: str, options: dict) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..attacks import suite_name
 from .records import read_json
 from .sweep import robust_table
 
@@ -175,8 +176,17 @@ def verdict_rows(folder: str | Path) -> list[dict]:
     return rows
 
 
+def attacked_with(folder: str | Path) -> str:
+    """'the strong-t3 suite': what the Fig. 4 sweep's evaluation was, by the suite's name where it is one."""
+    results = read_json(Path(folder) / "fig4" / "results.json")
+    if not results:
+        return "no attacks yet"
+    name = suite_name(results["evaluation"]["attacks"])
+    return f"the {name} suite" if name else "the attacks its results.json lists"
+
+
 def verdict_markdown(folder: str | Path) -> str:
-    lines = ["| claim of the paper | full-scale evidence (robust accuracy, %, strong suite) | verdict |",
+    lines = [f"| claim of the paper | full-scale evidence (robust accuracy in %, {attacked_with(folder)}) | verdict |",
              "| --- | --- | --- |"]
     lines += [f"| {row['claim']} | {row['evidence']} | **{row['word']}** |" for row in verdict_rows(folder)]
     return "\n".join(lines)
@@ -206,9 +216,10 @@ def curves_payload(folder: str | Path) -> dict:
     results = read_json(Path(folder) / "fig4" / "results.json")
     curves = summarize_curves(table)
     return {"format": CURVES_FORMAT, "version": CURVES_VERSION,
-            "about": "MNIST, LeNet5, 10 epochs on all 60,000 training digits; robust accuracy under noiselab's strong "
-                     "suite, worst case per example, on the first 1,000 test digits; mean, std, min and max over "
-                     "seeds (noiselab reproduce fig4, run on a 2-core CPU; docs/results.md)",
+            "about": f"MNIST, LeNet5, 10 epochs on all 60,000 training digits; robust accuracy under "
+                     f"{attacked_with(folder)}, worst case per example, on the first 1,000 test digits; mean, std, "
+                     "min and max over seeds (noiselab reproduce fig4, run on a 2-core CPU; docs/results.md)",
+            "attacked_with": attacked_with(folder),
             "evaluation": results["evaluation"], "curves": curves.to_dict("records")}
 
 
@@ -235,6 +246,7 @@ def load_shipped_curves(path: str | Path | None = None) -> pd.DataFrame:
     missing = {"label", "method", "eps", "mean", "std", "seeds"} - set(frame.columns)
     if missing:
         raise ValueError(f"{path} lacks the columns {sorted(missing)}; {REFIT}")
+    frame.attrs["attacked_with"] = payload.get("attacked_with", "the strong suite")
     return frame
 
 

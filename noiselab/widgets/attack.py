@@ -161,9 +161,11 @@ class AttackPanel:
             self.verdict_curves = None
             return widgets.VBox([heading, widgets.HTML(html_text(str(error), ERROR))])
         caption = widgets.HTML(html_text(
-            "LeNet5s trained on all 60,000 MNIST digits (10 epochs), attacked with the strong suite on 1,000 test "
-            "digits; bands span the seeds. See docs/results.md for the verdict on each of the paper's claims. "
-            "Below, attack the lab's own models.", NOTE), layout=widgets.Layout(max_width="720px"))
+            "LeNet5s trained on all 60,000 MNIST digits (10 epochs), attacked on 1,000 test digits with "
+            f"{self.verdict_curves.attrs.get('attacked_with', 'the strong suite')}; bands span the seeds. "
+            "See docs/results.md for the verdict on each "
+            "of the paper's claims. Below, attack the lab's own models.", NOTE),
+            layout=widgets.Layout(max_width="720px"))
         return widgets.VBox([heading, jupyter_chart(verdict_chart(self.verdict_curves)), caption],
                             layout=widgets.Layout(border_bottom="1px solid #ddd", margin="0 0 8px 0"))
 
