@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+
+def read_json_document(path: Path, what: str, fix: str, error: type[ValueError] = ValueError):
+    """The parsed JSON of a shipped document; a missing or unreadable one raises `error` saying `fix`."""
+    if not path.is_file():
+        raise error(f"{what} {path} is missing; {fix}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as problem:
+        raise error(f"{what} {path} cannot be read ({problem}); {fix}") from None
 
 
 def _temporary_beside(path: Path, what: str) -> tuple[int, str]:

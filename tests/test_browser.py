@@ -268,7 +268,7 @@ def test_link_opens_the_attack_panel_at_that_eps_and_the_attack_draws_a_curve(br
     expect(panel.get_by_text("What the full-scale run found")).to_be_visible()
     verdict_chart = panel.locator(".vega-embed").first
     expect(verdict_chart.locator("canvas")).to_be_visible(timeout=30_000)
-    assert "cannot be read" not in panel.inner_text() and "are missing" not in panel.inner_text()
+    assert "cannot be read" not in panel.inner_text() and "is missing" not in panel.inner_text()
 
     # a small sweep through the UI: 10 examples, FGSM, no masking checks, the models the lab opened with
     options = panel.locator("select[multiple] option")

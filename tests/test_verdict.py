@@ -19,6 +19,13 @@ def test_the_verdict_table_in_results_md_is_computed_from_the_committed_results(
         "`python -m noiselab.experiments.verdict docs/results/full-cpu --write`")
 
 
+def test_the_independent_check_in_results_md_is_its_results_file():
+    doc = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
+    assert verdict.doc_block(doc, "independent") == verdict.independent_markdown(FULL)
+    report = json.loads((FULL / "independent_check.json").read_text())
+    assert {"strong", "strong-t3"} <= set(report["models"][0]["suites"])
+
+
 def test_every_number_in_the_robustness_rows_is_in_the_results_files():
     table = verdict.fig4_table(FULL)
     assert table is not None, "the full-scale Fig. 4 results are committed"
@@ -54,7 +61,7 @@ def test_the_words_follow_the_stated_rules():
 
 
 @pytest.mark.parametrize("payload, message", [
-    (None, "are missing"),
+    (None, "is missing"),
     ("not json {", "cannot be read"),
     ({"format": "something-else", "version": 1, "curves": []}, "is not a noiselab curves file"),
     ({"format": verdict.CURVES_FORMAT, "version": 99, "curves": []}, "is version 99 .* reads version 1"),

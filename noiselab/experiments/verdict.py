@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .._files import read_json_document
 from ..attacks import suite_name
 from .records import read_json
 from .sweep import robust_table
@@ -38,7 +39,6 @@ from .sweep import robust_table
 CURVES_FORMAT = "noiselab-verdict-curves"
 CURVES_VERSION = 1
 CURVES_FILE = "fig4_full_cpu.json"  # inside the package: noiselab/verdict_data/
-MARK_START, MARK_END = "<!-- verdict:start -->", "<!-- verdict:end -->"
 CLAIM_EPS = (0.1, 0.2, 0.3)
 TEST_DIGITS = 10_000  # the training history's test accuracy is on the whole MNIST test split
 REFIT = ("regenerate it with `python -m noiselab.experiments.verdict docs/results/full-cpu --write`, or reinstall "
@@ -192,18 +192,50 @@ def verdict_markdown(folder: str | Path) -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, block: str) -> str:
-    pattern = re.compile(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), re.S)
+def independent_markdown(folder: str | Path) -> str:
+    """The independent check's table (bench/independent_check.py's <folder>/independent_check.json)."""
+    report = read_json(Path(folder) / "independent_check.json")
+    if not report or not report.get("models"):
+        return "(not yet run)"
+    suites = list(report["models"][0]["suites"])
+    lines = ["| model | ε | " + " | ".join(suites) + " | torchattacks | excess of " + " / ".join(suites) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in suites) + " | --- | --- |"]
+    for entry in report["models"]:
+        name = Path(entry["checkpoint"]).stem
+        for i, eps in enumerate(report["eps"]):
+            ours = [entry["suites"][s]["accuracy"][i] for s in suites]
+            theirs = entry["independent"]["accuracy"][i]
+            lines.append(f"| {name} | {eps:g} | " + " | ".join(f"{a:.3f}" for a in ours) + f" | {theirs:.3f} | "
+                         + " / ".join(f"{100 * (a - theirs):+.1f}" for a in ours) + " |")
+    seconds = {s: sum(m["suites"][s]["seconds"] for m in report["models"]) for s in suites}
+    seconds["torchattacks"] = sum(m["independent"]["seconds"] for m in report["models"])
+    lines.append("")
+    lines.append(f"(first {report['limit']} test digits of {report['data']}; seconds for all the models: "
+                 + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()) + ")")
+    return "\n".join(lines)
+
+
+BLOCKS = {"verdict": verdict_markdown, "independent": independent_markdown}
+
+
+def _marks(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def replace_block(text: str, block: str, name: str = "verdict") -> str:
+    start, end = _marks(name)
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise ValueError(f"the document has no {MARK_START} ... {MARK_END} block to fill")
-    return pattern.sub(lambda _: f"{MARK_START}\n{block}\n{MARK_END}", text)
+        raise ValueError(f"the document has no {start} ... {end} block to fill")
+    return pattern.sub(lambda _: f"{start}\n{block}\n{end}", text)
 
 
-def doc_block(text: str) -> str:
-    """The verdict block of a document's text (what lies between the markers)."""
-    match = re.search(re.escape(MARK_START) + r"\n(.*?)\n" + re.escape(MARK_END), text, re.S)
+def doc_block(text: str, name: str = "verdict") -> str:
+    """A generated block of a document's text (what lies between its markers)."""
+    start, end = _marks(name)
+    match = re.search(re.escape(start) + r"\n(.*?)\n" + re.escape(end), text, re.S)
     if match is None:
-        raise ValueError(f"the document has no {MARK_START} ... {MARK_END} block")
+        raise ValueError(f"the document has no {start} ... {end} block")
     return match.group(1)
 
 
@@ -231,12 +263,7 @@ def load_shipped_curves(path: str | Path | None = None) -> pd.DataFrame:
     """The full-scale curves shipped with noiselab (label, method, sigma, eps, mean, std, seeds, min, max); a file
     that is missing, unreadable or of another format or version raises a ValueError that says how to remake it."""
     path = Path(path) if path is not None else shipped_curves_path()
-    if not path.is_file():
-        raise ValueError(f"the shipped full-scale curves {path} are missing; {REFIT}")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} cannot be read ({error}); {REFIT}") from None
+    payload = read_json_document(path, "the shipped full-scale curves", REFIT)
     if not isinstance(payload, dict) or payload.get("format") != CURVES_FORMAT:
         raise ValueError(f"{path} is not a noiselab curves file (format {CURVES_FORMAT!r}); {REFIT}")
     if payload.get("version") != CURVES_VERSION:
@@ -280,11 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", default="docs/results.md")
     parser.add_argument("--weights", default=None, help="also write weights-only checkpoints of the cells here")
     args = parser.parse_args(argv)
-    block = verdict_markdown(args.folder)
-    print(block)
+    blocks = {name: make(args.folder) for name, make in BLOCKS.items()}
+    print(blocks["verdict"])
     if args.write:
         doc = Path(args.doc)
-        doc.write_text(replace_block(doc.read_text(encoding="utf-8"), block), encoding="utf-8")
+        text = doc.read_text(encoding="utf-8")
+        for name, block in blocks.items():
+            text = replace_block(text, block, name)
+        doc.write_text(text, encoding="utf-8")
         shipped_curves_path().write_text(json.dumps(curves_payload(args.folder), indent=1) + "\n", encoding="utf-8")
         print(f"wrote {doc} and {shipped_curves_path()}")
     if args.weights:

@@ -12,10 +12,10 @@ returns the widgets' LabModel entries, so it imports noiselab.widgets.models (no
 from __future__ import annotations
 
 import hashlib
-import json
 from importlib import resources
 from pathlib import Path
 
+from .._files import read_json_document
 from ..checkpoint import CheckpointError, load_model
 
 MANIFEST = "manifest.json"
@@ -30,12 +30,7 @@ def starter_folder() -> Path:
 def read_manifest(folder: str | Path | None = None) -> dict:
     """The starter manifest as a dict; a missing or unreadable one raises a CheckpointError that says what to do."""
     path = Path(folder if folder is not None else starter_folder()) / MANIFEST
-    if not path.is_file():
-        raise CheckpointError(f"the starter models' manifest {path} is missing; {REMAKE}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"the starter manifest {path} cannot be read ({error}); {REMAKE}") from None
+    manifest = read_json_document(path, "the starter models' manifest", REMAKE, CheckpointError)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), list):
         raise CheckpointError(f"{path} is not a noiselab starter manifest (no 'models' list); {REMAKE}")
     return manifest
