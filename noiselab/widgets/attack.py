@@ -370,6 +370,8 @@ class AttackPanel:
                     if stop.is_set():
                         break
                     table = pd.concat(tables, ignore_index=True)
+                    # the per-example survivors of every ε, for the check that attacks the same points again
+                    table.attrs["robust"] = {e: r for t in tables for e, r in t.attrs["robust"].items()}
                 flags, reference = None, None
                 if checks:
                     self.status.value = html_text(f"gradient-masking checks on “{entry.name}”…", NOTE)
