@@ -24,15 +24,17 @@ def robustness_chart(summary: pd.DataFrame, title: str, eps_title: str = "ε (L�
     """Robust accuracy (worst case over the attacks) against eps, one line per model, a band of ±1 std over seeds."""
     base = alt.Chart(summary).encode(
         x=alt.X("eps:Q", title=eps_title),
-        color=alt.Color("label:N", title="model"),
+        color=alt.Color("label:N", title="model", legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=3,
+                                                                    symbolOpacity=1)),
     )
     line = base.mark_line(point=True).encode(
         y=alt.Y("mean:Q", title="robust accuracy", scale=alt.Scale(domain=[0, 1])),
         tooltip=["label:N", "eps:Q", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("std:Q", format=".3f"),
                  "seeds:Q"],
     )
+    # the band keeps the line's colour encoding: a second encoding with legend=None would hide the merged legend
     band = base.transform_calculate(low="datum.mean - datum.std", high="datum.mean + datum.std").mark_area(
-        opacity=0.15).encode(y="low:Q", y2="high:Q", color=alt.Color("label:N", legend=None))
+        opacity=0.15).encode(y="low:Q", y2="high:Q")
     return (band + line).properties(title=title, width=420, height=300)
 
 
