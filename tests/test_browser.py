@@ -273,7 +273,10 @@ def test_link_opens_the_attack_panel_at_that_eps_and_the_attack_draws_a_curve(br
     # a small sweep through the UI: 10 examples, FGSM, no masking checks, the models the lab opened with
     options = panel.locator("select[multiple] option")
     assert options.count() >= 1, "the lab opens with starter models to attack"
-    panel.get_by_label("attack", exact=True).select_option("fgsm")
+    attack = panel.get_by_label("attack", exact=True)
+    labels = attack.evaluate("el => Array.from(el.options).map(o => o.text.replace(/\u00a0/g, ' '))")
+    assert labels[attack.evaluate("el => el.selectedIndex")] == "strong suite"  # the default
+    attack.select_option(index=labels.index("fgsm only (light)"))
     examples = panel.get_by_label("test examples", exact=True)
     examples.fill("10")
     examples.press("Enter")
