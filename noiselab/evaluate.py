@@ -43,6 +43,14 @@ def _attack_spec(spec) -> tuple[str, callable, dict]:
     return stage_name(name, options), ATTACKS[name], dict(options)
 
 
+def _with_generator(attack, options: dict, device, seed: int) -> dict:
+    """The attack's options plus a generator seeded with `seed` where the attack draws random numbers."""
+    kwargs = dict(options)
+    if "generator" in inspect.signature(attack).parameters and "generator" not in kwargs:
+        kwargs["generator"] = torch.Generator(device=device).manual_seed(seed)
+    return kwargs
+
+
 def resolve_attacks(attacks) -> list:
     """A suite's name (a str) as its list of attacks; a list or tuple of attacks as is."""
     if isinstance(attacks, str):
@@ -72,7 +80,6 @@ def robust_accuracy(
     epsilons = [check_eps(e) for e in ([eps] if isinstance(eps, (int, float)) else eps)]
     check_attack_inputs(x, y, 0.0)
     specs = [_attack_spec(a) for a in resolve_attacks(attacks)]
-    seeded = [("generator" in inspect.signature(attack).parameters) for _, attack, _ in specs]
     if not specs:
         raise ValueError("attacks must name at least one attack")
     model.eval()
@@ -83,14 +90,11 @@ def robust_accuracy(
     for e in epsilons:
         robust = correct.clone()
         rows.append({"eps": e, "stage": "clean", "accuracy": float(correct.float().mean()), "n": n})
-        for (name, attack, options), takes_generator in zip(specs, seeded):
+        for name, attack, options in specs:
             index = robust.nonzero().squeeze(1)
             for start in range(0, index.numel(), batch_size):
                 chunk = index[start : start + batch_size]
-                kwargs = dict(options)
-                if takes_generator and "generator" not in kwargs:
-                    kwargs["generator"] = torch.Generator(device=x.device).manual_seed(seed + start)
-                x_adv = attack(model, x[chunk], y[chunk], e, **kwargs)
+                x_adv = attack(model, x[chunk], y[chunk], e, **_with_generator(attack, options, x.device, seed + start))
                 robust[chunk] &= predict(model, x_adv, batch_size) == y[chunk]
             rows.append({"eps": e, "stage": name, "accuracy": float(robust.float().mean()), "n": n})
             if progress is not None:
@@ -114,10 +118,7 @@ def adversarial_examples(model: nn.Module, x: Tensor, y: Tensor, eps: float, att
         index = open_.nonzero().squeeze(1)
         if index.numel() == 0:
             break
-        kwargs = dict(options)
-        if "generator" in inspect.signature(attack).parameters and "generator" not in kwargs:
-            kwargs["generator"] = torch.Generator(device=x.device).manual_seed(seed)
-        adversarial[index] = attack(model, x[index], y[index], eps, **kwargs)
+        adversarial[index] = attack(model, x[index], y[index], eps, **_with_generator(attack, options, x.device, seed))
         open_[index] &= predict(model, adversarial[index]) == y[index]
     return adversarial
 

@@ -99,7 +99,9 @@ def _cell(row: pd.Series) -> str:
     return f"{_points(row['mean'])} (1 seed)"
 
 
-def _row(curves: pd.DataFrame, label: str, eps: float) -> pd.Series | None:
+def _row(curves: pd.DataFrame | None, label: str, eps: float) -> pd.Series | None:
+    if curves is None:
+        return None
     match = curves[(curves["label"] == label) & ((curves["eps"] - eps).abs() < 1e-9)]
     return None if match.empty else match.iloc[0]
 
@@ -109,17 +111,13 @@ def verdict_rows(folder: str | Path) -> list[dict]:
     table = fig4_table(folder)
     rows: list[dict] = []
     pending = "not yet run at full scale"
-    if table is None:
-        curves = None
-    else:
-        curves = summarize_curves(table)
+    curves = None if table is None else summarize_curves(table)
     noise_labels = [] if curves is None else sorted(
         curves.loc[curves["method"] == "noise", "label"].unique(),
         key=lambda label: float(curves.loc[curves["label"] == label, "sigma"].iloc[0]))
     for eps in CLAIM_EPS:
         claim = f"Noise training is as robust as PGD-AT (ε = 0.3) at ε = {eps:g}"
-        at = _row(curves, "pgd_at ε=0.3", eps) if curves is not None else None
-        plain = _row(curves, "vanilla", eps) if curves is not None else None
+        at, plain = _row(curves, "pgd_at ε=0.3", eps), _row(curves, "vanilla", eps)
         noise = [r for r in (_row(curves, label, eps) for label in noise_labels) if r is not None]
         if at is None or plain is None or not noise:
             rows.append({"claim": claim, "evidence": pending, "word": "not yet run"})
@@ -135,8 +133,7 @@ def verdict_rows(folder: str | Path) -> list[dict]:
                      "evidence": f"best noise ({best['label']}) {_cell(best)} against PGD-AT {_cell(at)}; "
                                  f"vanilla {_cell(plain)}"})
     claim = "Robustness grows with σ (ε = 0.1)"
-    series = [] if curves is None else [r for r in (_row(curves, label, 0.1) for label in noise_labels)
-                                        if r is not None]
+    series = [r for r in (_row(curves, label, 0.1) for label in noise_labels) if r is not None]
     if len(series) < 2:
         rows.append({"claim": claim, "evidence": pending, "word": "not yet run"})
     else:
