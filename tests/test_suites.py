@@ -168,3 +168,17 @@ def test_reproduce_takes_a_suite_by_name_and_a_clean_only_evaluation_stays_clean
             pass
     bad = run_cli("reproduce", "fig4", "--quick", "--suite", "nope", "--out", "/nonexistent/never-written")
     assert bad.returncode == 2 and "unknown attack suite 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_new_evaluators_reject_bad_input_at_their_boundary(noise_model, embedded_digits):
+    from noiselab.experiments.independent import independent_robust_accuracy
+
+    x, y = embedded_digits[0][:4], embedded_digits[1][:4]
+    with pytest.raises(ValueError, match=r"eps must be a number in \[0, 1\]"):
+        adversarial_examples(noise_model, x, y, 1.5)
+    with pytest.raises(ValueError, match=r"eps must be a number in \[0, 1\]"):
+        independent_robust_accuracy(noise_model, x, y, [float("nan")])
+    with pytest.raises(ValueError, match="y must be integer labels of shape"):
+        adversarial_examples(noise_model, x, y[:2], 0.1)
+    with pytest.raises(ValueError, match="unknown attack suite"):
+        adversarial_examples(noise_model, x, y, 0.1, attacks="nope")
