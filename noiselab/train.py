@@ -72,6 +72,9 @@ NOISE_LOSSES = {
 }
 NOISE_METHODS = ("noise", "sampled")
 SIGMA_MODES = ("absolute", "relative")
+# settings that say where a run's data lies and what it runs on, not what it trains: a checkpoint or a finished sweep
+# cell made under other values of these is the same training
+PLACE_KEYS = ("data_root", "device")
 PROBE_EXAMPLES = 512  # training images the history's pre-activation std is measured on, the same every epoch
 
 
@@ -322,7 +325,7 @@ def train(
     parameters = list(model.parameters()) + (list(sigma.parameters()) if isinstance(sigma, LearnableSigma) else [])
     optimizer = torch.optim.Adam(parameters, lr=config.lr)
     history: list[dict] = []
-    start_step = 0
+    start_step, weights_only = 0, False
     # the epoch in progress: summed loss, correct predictions, examples seen and seconds spent (kept in a checkpoint
     # taken mid-epoch, so that a resumed epoch's row in the history covers the whole epoch, not only its end)
     partial = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}
@@ -336,15 +339,19 @@ def train(
         if checkpoint.exists():
             state = load_checkpoint(checkpoint, map_location=device)
             stored = TrainConfig.with_defaults(state["config"])
-            if stored != asdict(config):
-                changed = sorted(k for k in stored if stored[k] != asdict(config).get(k))
+            # where the data lies and which device trains do not change what is trained
+            changed = sorted(k for k in stored if stored[k] != asdict(config).get(k) and k not in PLACE_KEYS)
+            if changed:
                 raise ValueError(f"{checkpoint} was written with other settings ({', '.join(changed)}); "
                                  "resume with the same settings or start a new checkpoint")
             model.load_state_dict(state["model"])
             if isinstance(sigma, LearnableSigma):
                 sigma.load_state_dict(state["sigma"])
-            optimizer.load_state_dict(state["optimizer"])
+            if "optimizer" in state:
+                optimizer.load_state_dict(state["optimizer"])
             history, start_step = state["history"], state["step"]
+            # a weights-only checkpoint (no optimizer state) stands for a finished training, never a half one
+            weights_only = "optimizer" not in state
             partial.update(state.get("epoch_partial", {}))
 
     if data is None:
@@ -362,6 +369,9 @@ def train(
     method = METHODS[config.method]
     steps_per_epoch = -(-images.shape[0] // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
+    if resume and weights_only and start_step < total_steps:
+        raise ValueError(f"{checkpoint} holds weights only (no optimizer state), taken at step {start_step} of "
+                         f"{total_steps}: it cannot be resumed; delete it to train from the start")
 
     def snapshot(step: int) -> dict:
         return {

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
+import torch
 
 from noiselab.experiments import EvalSpec, robust_table, run_sweep
 from noiselab.train import TrainConfig
@@ -134,3 +135,48 @@ def test_a_rerun_with_other_settings_does_not_reuse_the_finished_cells(tmp_path)
     # where the data lies or which device trains does not change a cell: reused as it is
     again = run_sweep("check", replace(base, device="auto"), cells, evaluation, tmp_path)
     assert again["cells"] == first["cells"]
+
+
+def test_a_sweep_adopts_the_identical_cells_another_sweep_finished_training(tmp_path):
+    from noiselab.checkpoint import load_model
+    from noiselab.experiments.sweep import cell_key, checkpoint_path
+
+    base = TrainConfig(model="demo-cnn", train_limit=200, epochs=2, batch_size=50, device="cpu")
+    first = run_sweep("first", base, [{"method": "vanilla", "seed": 0}, {"method": "noise", "sigma": 0.5, "seed": 0}],
+                      EvalSpec([0.0, 0.1], ["fgsm"], 40), tmp_path / "first")
+    messages = []
+    cells = [{"method": "noise", "sigma": 0.5, "seed": 0}, {"method": "noise", "sigma": 0.8, "seed": 0}]
+    second = run_sweep("second", base, cells, EvalSpec([0.0], ["fgsm"], None), tmp_path / "second",
+                       progress=messages.append, adopt_from=tmp_path / "first")
+    key = cell_key(cells[0])
+    adopted, trained = second["cells"][key], second["cells"][cell_key(cells[1])]
+    assert adopted["training_from"] == "first" and "training_from" not in trained
+    assert adopted["history"] == first["cells"][key]["history"]  # the training's own record and time, not redone
+    model_a, _ = load_model(checkpoint_path(tmp_path / "first", key))
+    model_b, _ = load_model(checkpoint_path(tmp_path / "second", key))
+    assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
+    # its clean accuracy is this sweep's own evaluation (all test examples), not the other sweep's
+    assert {row["eps"] for row in adopted["robust"]} == {0.0} and adopted["robust"][0]["n"] > 40
+    # a grid under other settings (here more epochs) adopts nothing: its cells are trained
+    third = run_sweep("third", replace(base, epochs=1), cells[:1], EvalSpec([0.0], ["fgsm"], 40), tmp_path / "third",
+                      adopt_from=tmp_path / "first")
+    assert "training_from" not in third["cells"][key]
+
+
+def test_a_finished_weights_only_checkpoint_resumes_as_finished_and_a_half_one_is_refused(tmp_path):
+    from noiselab.checkpoint import load_checkpoint, save_weights_only
+    from noiselab.train import train
+
+    config = TrainConfig(model="demo-cnn", train_limit=100, epochs=1, batch_size=50, device="cpu")
+    full = tmp_path / "full.pt"
+    done = train(config, checkpoint=full)
+    light = save_weights_only(tmp_path / "light.pt", load_checkpoint(full))
+    again = train(config, checkpoint=light, resume=True)
+    assert again.history == done.history and again.steps == done.steps
+    assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), done.model.state_dict().values()))
+    stop = threading.Event()
+    half = tmp_path / "half.pt"
+    train(config, progress=lambda p: stop.set(), stop=stop, checkpoint=half)  # stopped after its first step
+    light_half = save_weights_only(tmp_path / "light-half.pt", load_checkpoint(half))
+    with pytest.raises(ValueError, match=r"weights only \(no optimizer state\), taken at step 1 of 2"):
+        train(config, checkpoint=light_half, resume=True)

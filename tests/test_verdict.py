@@ -84,3 +84,34 @@ def test_the_verdict_chart_draws_the_shipped_curves():
     assert {v["method"] for v in values} >= {"vanilla", "noise", "pgd_at"}
     with pytest.raises(ValueError, match="lacks the columns"):
         verdict_chart(pd.DataFrame({"label": ["a"]}))
+
+
+def test_the_committed_weights_go_back_where_the_sweep_keeps_its_checkpoints(tmp_path):
+    from noiselab.checkpoint import load_checkpoint
+    from noiselab.experiments.sweep import cell_key, checkpoint_path
+
+    (tmp_path / "fig4").mkdir()
+    (tmp_path / "fig4" / "results.json").write_bytes((FULL / "fig4" / "results.json").read_bytes())
+    weights = REPO / "docs" / "results" / "weights"
+    restored = verdict.restore_weights(weights, tmp_path)
+    assert len(restored) == len(list(weights.glob("*.pt")))
+    cells = json.loads((FULL / "fig4" / "results.json").read_text())["cells"]
+    for cell in cells.values():
+        target = checkpoint_path(tmp_path / "fig4", cell_key(cell["overrides"]))
+        name = verdict.weights_name(cell["label"], cell["config"]["seed"])
+        assert target.is_file() == (weights / name).is_file()
+        if target.is_file():
+            state = load_checkpoint(target)
+            assert state["config"]["method"] == cell["config"]["method"] and "optimizer" not in state
+    assert verdict.restore_weights(weights, tmp_path) == []  # what is there is kept
+
+
+def test_restoring_a_model_under_another_cells_name_is_refused(tmp_path):
+    (tmp_path / "fig4").mkdir()
+    (tmp_path / "fig4" / "results.json").write_bytes((FULL / "fig4" / "results.json").read_bytes())
+    foreign = tmp_path / "weights"
+    foreign.mkdir()
+    source = REPO / "docs" / "results" / "weights" / "vanilla-seed0.pt"
+    (foreign / "noise-sigma0.3-seed0.pt").write_bytes(source.read_bytes())
+    with pytest.raises(ValueError, match=r"noise-sigma0.3-seed0.pt was trained with other settings .*method"):
+        verdict.restore_weights(foreign, tmp_path)

@@ -24,9 +24,11 @@ from pathlib import Path
 import pandas as pd
 
 from .. import data as data_module
+from .._files import atomic_write
 from ..attacks import check_eps, suite
+from ..checkpoint import load_checkpoint
 from ..evaluate import robust_accuracy
-from ..train import TrainConfig, TrainProgress, resolve_device, train
+from ..train import PLACE_KEYS, TrainConfig, TrainProgress, resolve_device, train
 from .records import check_output_folder, environment, read_json, write_json
 from .status import SweepStatus
 
@@ -96,6 +98,30 @@ def checkpoint_path(out: Path, key: str) -> Path:
     return out / "checkpoints" / f"{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
 
 
+def adopt_training(source: str | Path, out: Path, base: TrainConfig, cells: list[dict]) -> dict[str, str]:
+    """Let the sweep in `out` evaluate, without training them again, the cells that the sweep in `source` finished
+    training under the very same settings (the grids of Figs. 4 and 6 share cells): their checkpoints are copied to
+    <out>/checkpoints/, where run_cell's resume finds a finished training. A cell that has its own checkpoint in
+    `out` keeps it. Returns {key: source folder's name} for the cells adopted."""
+    source = Path(source)
+    finished = (read_json(source / "results.json") or {}).get("cells", {})
+    adopted = {}
+    for cell in cells:
+        key = cell_key(cell)
+        origin, target = checkpoint_path(source, key), checkpoint_path(out, key)
+        if key not in finished or not origin.is_file() or target.exists():
+            continue
+        state = load_checkpoint(origin)
+        config = replace(base, **cell)
+        stored = TrainConfig.with_defaults(state["config"])
+        same = all(stored.get(k) == v for k, v in asdict(config).items() if k not in PLACE_KEYS)
+        if same and len(state.get("history", [])) == config.epochs:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, lambda stream, origin=origin: stream.write(origin.read_bytes()), "a checkpoint")
+            adopted[key] = source.name
+    return adopted
+
+
 def run_cell(
     config: TrainConfig,
     overrides: dict,
@@ -147,8 +173,12 @@ def run_sweep(
     backend: str = "local",
     ray_options=None,
     on_status: Callable[[SweepStatus], None] | None = None,
+    adopt_from: str | Path | None = None,
 ) -> dict:
     """Train and attack every cell not yet in <out>/results.json; return the results dict.
+
+    adopt_from: another sweep's folder whose finished trainings stand in for this grid's identical cells (see
+    adopt_training); their records say so ("training_from") and keep the training's own history and time.
 
     backend "local" runs the cells one after another in this process; "ray" runs each as a Ray task
     (`ray_options`: a noiselab.experiments.ray_backend.RayOptions). Either way this process alone writes
@@ -175,7 +205,7 @@ def run_sweep(
         # finished cells are only reused under the same settings (those added since read as their defaults)
         # (where the data lies and which device trains do not change what a cell is)
         stored, now = TrainConfig.with_defaults(results["base_config"]), _as_json(asdict(base))
-        changed = sorted(k for k in now if stored.get(k) != now[k] and k not in ("data_root", "device"))
+        changed = sorted(k for k in now if stored.get(k) != now[k] and k not in PLACE_KEYS)
         stored_eval = results.get("evaluation")
         if stored_eval is not None and stored_eval != _as_json(asdict(evaluation)):
             changed.append("evaluation")
@@ -191,10 +221,13 @@ def run_sweep(
     titles = {key: f"{cell_label(asdict(config))} (seed {config.seed})" for key, config in zip(keys, configs)}
     status = SweepStatus(out, titles, set(results["cells"]), backend)
     pending = [(key, cell, config) for key, cell, config in zip(keys, cells, configs) if key not in results["cells"]]
+    adopted = adopt_training(adopt_from, out, base, [cell for _, cell, _ in pending]) if adopt_from else {}
 
     def store(key: str, record: dict) -> None:
         if key in results["cells"]:  # a cell is recorded once, whatever happened to the process that ran it
             return
+        if key in adopted:
+            record = record | {"training_from": adopted[key]}
         results["cells"][key] = record
         write_json(results_path, results)  # after every cell: an interruption loses at most the cells in progress
         status.update(key, state="done")

@@ -296,6 +296,36 @@ def export_weights(folder: str | Path, out: str | Path) -> list[Path]:
     return written
 
 
+def restore_weights(weights: str | Path, folder: str | Path) -> list[Path]:
+    """The inverse of export_weights: put the committed weights-only copies back where the Fig. 4 sweep keeps its
+    checkpoints (<folder>/fig4/checkpoints, not committed), so that a fresh clone can attack them again or lend
+    their training to Fig. 6's identical cells (run_sweep's adopt_from). A weights-only checkpoint stands for a
+    finished training (train's resume takes it as done). Only a file whose settings are the cell's own is put back;
+    a checkpoint already there is kept."""
+    from .._files import atomic_write
+    from ..checkpoint import load_checkpoint
+    from ..train import PLACE_KEYS, TrainConfig
+    from .sweep import cell_key, checkpoint_path
+
+    sweep = Path(folder) / "fig4"
+    results = read_json(sweep / "results.json") or {"cells": {}}
+    restored = []
+    for cell in results["cells"].values():
+        source = Path(weights) / weights_name(cell["label"], cell["config"]["seed"])
+        target = checkpoint_path(sweep, cell_key(cell["overrides"]))
+        if not source.is_file() or target.exists():
+            continue
+        stored, expected = (TrainConfig.with_defaults(c) for c in (load_checkpoint(source)["config"], cell["config"]))
+        changed = sorted(k for k in expected if stored.get(k) != expected[k] and k not in PLACE_KEYS)
+        if changed:
+            raise ValueError(f"{source} was trained with other settings than the cell {cell['label']!r} of "
+                             f"{sweep / 'results.json'} ({', '.join(changed)}); it is not that cell's model")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        restored.append(atomic_write(target, lambda stream, source=source: stream.write(source.read_bytes()),
+                                     "a checkpoint"))
+    return restored
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="the full-scale results folder (docs/results/full-cpu)")
@@ -303,7 +333,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="update docs/results.md's verdict block and the package's shipped curves")
     parser.add_argument("--doc", default="docs/results.md")
     parser.add_argument("--weights", default=None, help="also write weights-only checkpoints of the cells here")
+    parser.add_argument("--restore", default=None, metavar="WEIGHTS",
+                        help="put the weights-only checkpoints in WEIGHTS back as the Fig. 4 sweep's checkpoints "
+                             "(to attack them again or to let Fig. 6 adopt them), then stop")
     args = parser.parse_args(argv)
+    if args.restore:
+        for path in restore_weights(args.restore, args.folder):
+            print(f"restored {path}")
+        return 0
     blocks = {name: make(args.folder) for name, make in BLOCKS.items()}
     print(blocks["verdict"])
     if args.write:
