@@ -115,3 +115,50 @@ def test_restoring_a_model_under_another_cells_name_is_refused(tmp_path):
     (foreign / "noise-sigma0.3-seed0.pt").write_bytes(source.read_bytes())
     with pytest.raises(ValueError, match=r"noise-sigma0.3-seed0.pt was trained with other settings .*method"):
         verdict.restore_weights(foreign, tmp_path)
+
+
+def _write_sweep(folder, name, cells):
+    (folder / name).mkdir(parents=True)
+    (folder / name / "results.json").write_text(json.dumps({"experiment": name, "cells": cells}))
+
+
+def _clean_cell(method, knob, seed, accuracy):
+    config = {"method": method, "seed": seed, **({"sigma": knob} if method == "noise" else {"eps": knob})}
+    return {"label": f"{method} {knob}", "config": config,
+            "robust": [{"eps": 0.0, "stage": "clean", "accuracy": accuracy, "n": 10_000}]}
+
+
+@pytest.mark.parametrize("noise, adversarial, word", [
+    ({0.1: 0.99, 0.8: 0.95}, {0.05: 0.99, 0.4: 0.93}, "holds"),
+    ({0.1: 0.99, 0.8: 0.95}, {0.05: 0.99, 0.4: 0.985}, "partly"),
+    ({0.1: 0.99, 0.8: 0.99}, {0.05: 0.99, 0.4: 0.93}, "does not hold"),
+    ({0.1: 0.99, 0.8: 0.95}, {0.3: 0.98}, "not yet run"),
+])
+def test_the_clean_accuracy_row_follows_its_rule_on_fig6s_grid(tmp_path, noise, adversarial, word):
+    cells = {}
+    for seed in range(3):
+        for sigma, accuracy in {0.0: 0.2, **noise}.items():
+            cells[f"noise {sigma} {seed}"] = _clean_cell("noise", sigma, seed, accuracy)
+        for eps, accuracy in adversarial.items():
+            cells[f"at {eps} {seed}"] = _clean_cell("pgd_at", eps, seed, accuracy)
+    _write_sweep(tmp_path, "fig6", cells)
+    row = next(r for r in verdict.verdict_rows(tmp_path) if r["claim"].startswith("Clean accuracy"))
+    assert row["word"] == word, row
+    assert "σ = 0 20.0 ± 0.0 (3 seeds)" in row["evidence"]  # reported beside the trend, not in it
+
+
+@pytest.mark.parametrize("model, bimodel, word", [
+    ([1.9, 1.0, 0.72, 0.71], [1.9, 1.0, 0.80, 0.80], "holds"),
+    ([1.9, 1.0, 0.72, 0.71], [2.0, 4.0, 6.0, 8.0], "partly"),
+    ([1.9, 1.0, 0.50, 0.25], [2.0, 4.0, 6.0, 8.0], "does not hold"),
+    ([1.9, 1.5, 1.50, 1.50], [1.9, 1.5, 1.50, 1.50], "does not hold"),  # settled, but far from σ*
+])
+def test_the_learnable_sigma_row_follows_its_rule(tmp_path, model, bimodel, word):
+    def cell(alpha, seed, sigmas):
+        return {"config": {"bimodel_alpha": alpha, "sigma": 1.9, "seed": seed},
+                "history": [{"sigma": s, "test_accuracy": 0.99} for s in sigmas]}
+
+    _write_sweep(tmp_path, "table1", {f"{alpha} {seed}": cell(alpha, seed, sigmas) for seed in range(3)
+                                      for alpha, sigmas in ((0.0, model), (0.25, bimodel))})
+    row = next(r for r in verdict.verdict_rows(tmp_path) if r["claim"].startswith("Learnable σ"))
+    assert row["word"] == word, row
