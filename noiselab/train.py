@@ -453,6 +453,8 @@ def train(
         sync(step - 1)
     model.eval()
     result.steps = step
-    if checkpoint is not None and (result.stopped or step == start_step):
+    # a weights-only checkpoint that stood for a finished training is left as it is (an optimizer never stepped
+    # would pass for the training's own)
+    if checkpoint is not None and (result.stopped or (step == start_step and not weights_only)):
         save_checkpoint(checkpoint, snapshot(step))
     return result

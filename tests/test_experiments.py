@@ -174,6 +174,7 @@ def test_a_finished_weights_only_checkpoint_resumes_as_finished_and_a_half_one_i
     again = train(config, checkpoint=light, resume=True)
     assert again.history == done.history and again.steps == done.steps
     assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), done.model.state_dict().values()))
+    assert "optimizer" not in load_checkpoint(light)  # left as it was, not given an optimizer that never stepped
     stop = threading.Event()
     half = tmp_path / "half.pt"
     train(config, progress=lambda p: stop.set(), stop=stop, checkpoint=half)  # stopped after its first step
