@@ -1,6 +1,7 @@
 """The paper's experiments from the real CLI (quick modes), sweeps that resume, and their charts."""
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -138,7 +139,7 @@ def test_a_rerun_with_other_settings_does_not_reuse_the_finished_cells(tmp_path)
 
 
 def test_a_sweep_adopts_the_identical_cells_another_sweep_finished_training(tmp_path):
-    from noiselab.checkpoint import load_model
+    from noiselab.checkpoint import load_checkpoint, load_model, save_weights_only
     from noiselab.experiments.sweep import cell_key, checkpoint_path
 
     base = TrainConfig(model="demo-cnn", train_limit=200, epochs=2, batch_size=50, device="cpu")
@@ -161,6 +162,16 @@ def test_a_sweep_adopts_the_identical_cells_another_sweep_finished_training(tmp_
     third = run_sweep("third", replace(base, epochs=1), cells[:1], EvalSpec([0.0], ["fgsm"], 40), tmp_path / "third",
                       adopt_from=tmp_path / "first")
     assert "training_from" not in third["cells"][key]
+    # a run stopped after the copy: its rerun still knows the cell's training as adopted; a cell that trained its
+    # own checkpoint (the source's was missing when it started) is not said to be adopted
+    fourth = tmp_path / "fourth"
+    (fourth / "checkpoints").mkdir(parents=True)
+    shutil.copyfile(checkpoint_path(tmp_path / "first", key), checkpoint_path(fourth, key))
+    other = cell_key({"method": "vanilla", "seed": 0})  # its own: the same settings, another file
+    save_weights_only(checkpoint_path(fourth, other), load_checkpoint(checkpoint_path(tmp_path / "first", other)))
+    rerun = run_sweep("fourth", base, [cells[0], {"method": "vanilla", "seed": 0}], EvalSpec([0.0], ["fgsm"], 40),
+                      fourth, adopt_from=tmp_path / "first")
+    assert rerun["cells"][key]["training_from"] == "first" and "training_from" not in rerun["cells"][other]
 
 
 def test_a_finished_weights_only_checkpoint_resumes_as_finished_and_a_half_one_is_refused(tmp_path):

@@ -19,7 +19,8 @@ affords:
 
 "strong-t3" is the same with APGD-T on the 3 likeliest wrong classes only: about half the cost on a robust model,
 and measurably weaker (on the former noise σ=0.8 starter, 5 epochs on the embedded digits, at ε = 0.2 on 200
-embedded digits: 0.055 where torchattacks found 0.040); the first full-scale CPU runs (docs/results/full-cpu, 2026-12-02) used it.
+embedded digits: 0.055 where torchattacks found 0.040); the first full-scale CPU runs (docs/results/full-cpu,
+2026-12-02) used it.
 "light" (FGSM and PGD-10 with cross-entropy) is for quick looks in the lab; it overstates the robustness of
 exactly the models whose robustness is in question, and says so wherever it is shown. "thorough" is the strong
 suite with more restarts and longer PGD: the gradient-masking check that a stronger attack does not lower the

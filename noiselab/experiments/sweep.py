@@ -11,6 +11,7 @@ an optional extra); the records, the files and the resuming are the same either 
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import json
 import os
@@ -102,14 +103,19 @@ def adopt_training(source: str | Path, out: Path, base: TrainConfig, cells: list
     """Let the sweep in `out` evaluate, without training them again, the cells that the sweep in `source` finished
     training under the very same settings (the grids of Figs. 4 and 6 share cells): their checkpoints are copied to
     <out>/checkpoints/, where run_cell's resume finds a finished training. A cell that has its own checkpoint in
-    `out` keeps it. Returns {key: source folder's name} for the cells adopted."""
+    `out` keeps it (and is not adopted); one holding the very file copied by an earlier run of this sweep is.
+    Returns {key: source folder's name} for the cells adopted."""
     source = Path(source)
     finished = (read_json(source / "results.json") or {}).get("cells", {})
     adopted = {}
     for cell in cells:
         key = cell_key(cell)
         origin, target = checkpoint_path(source, key), checkpoint_path(out, key)
-        if key not in finished or not origin.is_file() or target.exists():
+        if key not in finished or not origin.is_file():
+            continue
+        if target.exists():  # adopted by an earlier run of this sweep (the very file), or its own training
+            if filecmp.cmp(origin, target, shallow=False):
+                adopted[key] = source.name
             continue
         state = load_checkpoint(origin)
         config = replace(base, **cell)
