@@ -112,6 +112,28 @@ def _row_key(label: str, attack: str, eps: float, seed: int = 0) -> str:
     return f"{label} | {attack} | {eps:g}" + (f" | seed {seed}" if seed else "")
 
 
+def _training_fingerprint(history: list[dict]) -> dict:
+    """What tells one training of a model from another: its last epoch's step, loss and test accuracy (two runs of
+    the same settings are not bit-identical across processes)."""
+    last = history[-1] if history else {}
+    return {key: last.get(key) for key in ("step", "loss", "test_accuracy")}
+
+
+def _check_same_training(rows: list[dict], label: str, seed: int, fingerprint: dict, checkpoint: Path) -> None:
+    """Refuse to add rows measured on a model other than the one the stored rows of (label, seed) were measured on:
+    a checkpoint lost between runs and trained again would mix two models in one table."""
+    for row in rows:
+        if row["model"] != label or row.get("seed", 0) != seed:
+            continue
+        stored = row.get("training") or {"test_accuracy": row.get("expectation_accuracy")}
+        if any(stored.get(key) != fingerprint.get(key) for key in stored):
+            raise ValueError(
+                f"the stored rows of {label} (seed {seed}) were measured on another training of it than {checkpoint} "
+                f"(last epoch {stored} against {fingerprint}): put that training's checkpoint back, or delete "
+                f"{label}'s rows from results.json to measure this one")
+        return
+
+
 def _attack_models(name: str, preset_: AdaptivePreset, cells: list[dict], out: Path, device: str, progress,
                    on_train_progress, stop) -> dict:
     """Train (or load) every cell's model and run the preset's attacks on it at every eps, one row each, written to
@@ -137,6 +159,8 @@ def _attack_models(name: str, preset_: AdaptivePreset, cells: list[dict], out: P
                         checkpoint=out / "checkpoints" / f"{stem}.pt")
         if trained.stopped:
             break
+        fingerprint = _training_fingerprint(trained.history)
+        _check_same_training(results["rows"], label, seed, fingerprint, out / "checkpoints" / f"{stem}.pt")
         model = trained.model.eval()
         defended = config.method != "vanilla"
         attacks = preset_.attacks if defended else preset_.undefended_attacks
@@ -153,7 +177,8 @@ def _attack_models(name: str, preset_: AdaptivePreset, cells: list[dict], out: P
                                  options, eps, preset_.samples, preset_.batch_size, seed=seed)
             row.update({"model": label, "train_method": config.method, "sigma": config.sigma if defended else 0.0,
                         "seed": seed,
-                        "expectation_accuracy": trained.history[-1]["test_accuracy"] if trained.history else None})
+                        "expectation_accuracy": trained.history[-1]["test_accuracy"] if trained.history else None,
+                        "training": fingerprint})
             results["rows"].append(row)
             write_json(results_path, results)
             progress(f"{name}: {label} (seed {seed}) / {attack_label} / eps {eps:g}: accuracy {row['accuracy']:.3f}")
