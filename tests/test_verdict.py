@@ -162,3 +162,16 @@ def test_the_learnable_sigma_row_follows_its_rule(tmp_path, model, bimodel, word
                                       for alpha, sigmas in ((0.0, model), (0.25, bimodel))})
     row = next(r for r in verdict.verdict_rows(tmp_path) if r["claim"].startswith("Learnable σ"))
     assert row["word"] == word, row
+
+
+def test_fig7s_models_go_back_under_their_own_names(tmp_path):
+    (tmp_path / "fig4").mkdir()
+    (tmp_path / "fig4" / "results.json").write_text(json.dumps({"experiment": "fig4", "cells": {}}))
+    weights = tmp_path / "weights"
+    (weights / "fig7").mkdir(parents=True)
+    source = REPO / "docs" / "results" / "weights" / "noise-sigma0.8-seed0.pt"
+    (weights / "fig7" / "noise-sigma0.8.pt").write_bytes(source.read_bytes())
+    restored = verdict.restore_weights(weights, tmp_path)
+    assert restored == [tmp_path / "fig7" / "checkpoints" / "noise-sigma0.8.pt"]
+    assert restored[0].read_bytes() == source.read_bytes()
+    assert verdict.restore_weights(weights, tmp_path) == []

@@ -376,7 +376,8 @@ def weights_name(label: str, seed: int) -> str:
 
 def export_weights(folder: str | Path, out: str | Path) -> list[Path]:
     """Weights-only copies of the finished Fig. 4 cells' models (<folder>/fig4/checkpoints, which are not committed:
-    they hold Adam's state too) into `out`, named by weights_name. Cells whose checkpoint is gone are skipped."""
+    they hold Adam's state too) into `out`, named by weights_name, and Fig. 7's models' (<folder>/fig7/checkpoints)
+    into `out`/fig7 under their own names. Cells whose checkpoint is gone are skipped."""
     from ..checkpoint import load_checkpoint, save_weights_only
     from .sweep import cell_key, checkpoint_path
 
@@ -387,15 +388,18 @@ def export_weights(folder: str | Path, out: str | Path) -> list[Path]:
         if source.is_file():
             target = Path(out) / weights_name(cell["label"], cell["config"]["seed"])
             written.append(save_weights_only(target, load_checkpoint(source)))
+    # Fig. 7's models, under their own names: its rows continue on the same trainings in a later session
+    for source in sorted((Path(folder) / "fig7" / "checkpoints").glob("*.pt")):
+        written.append(save_weights_only(Path(out) / "fig7" / source.name, load_checkpoint(source)))
     return written
 
 
 def restore_weights(weights: str | Path, folder: str | Path) -> list[Path]:
     """The inverse of export_weights: put the committed weights-only copies back where the Fig. 4 sweep keeps its
-    checkpoints (<folder>/fig4/checkpoints, not committed), so that a fresh clone can attack them again or lend
-    their training to Fig. 6's identical cells (run_sweep's adopt_from). A weights-only checkpoint stands for a
-    finished training (train's resume takes it as done). Only a file whose settings are the cell's own is put back;
-    a checkpoint already there is kept."""
+    checkpoints (<folder>/fig4/checkpoints, not committed; Fig. 7's from <weights>/fig7/ likewise), so that a fresh
+    clone can attack them again or lend their training to Fig. 6's identical cells (run_sweep's adopt_from). A
+    weights-only checkpoint stands for a finished training (train's resume takes it as done). Only a file whose
+    settings are the cell's own is put back; a checkpoint already there is kept."""
     from .._files import atomic_write
     from ..checkpoint import load_checkpoint
     from ..train import PLACE_KEYS, TrainConfig
@@ -417,6 +421,13 @@ def restore_weights(weights: str | Path, folder: str | Path) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         restored.append(atomic_write(target, lambda stream, source=source: stream.write(source.read_bytes()),
                                      "a checkpoint"))
+    # Fig. 7's models (a weights-only checkpoint is a finished training to train(); fig7 refuses rows of another)
+    for source in sorted((Path(weights) / "fig7").glob("*.pt")):
+        target = Path(folder) / "fig7" / "checkpoints" / source.name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            restored.append(atomic_write(target, lambda stream, source=source: stream.write(source.read_bytes()),
+                                         "a checkpoint"))
     return restored
 
 
