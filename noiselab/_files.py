@@ -49,3 +49,9 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], what: str)
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def copy_atomically(source: str | Path, target: str | Path, what: str) -> Path:
+    """Copy `source` to `target` through atomic_write: a reader never sees half a file."""
+    source = Path(source)
+    return atomic_write(target, lambda stream: stream.write(source.read_bytes()), what)

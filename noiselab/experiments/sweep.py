@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import data as data_module
-from .._files import atomic_write
+from .._files import copy_atomically
 from ..attacks import check_eps, suite
 from ..checkpoint import load_checkpoint
 from ..evaluate import robust_accuracy
@@ -123,7 +123,7 @@ def adopt_training(source: str | Path, out: Path, base: TrainConfig, cells: list
         same = all(stored.get(k) == v for k, v in asdict(config).items() if k not in PLACE_KEYS)
         if same and len(state.get("history", [])) == config.epochs:
             target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, lambda stream, origin=origin: stream.write(origin.read_bytes()), "a checkpoint")
+            copy_atomically(origin, target, "a checkpoint")
             adopted[key] = source.name
     return adopted
 

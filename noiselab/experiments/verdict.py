@@ -400,7 +400,7 @@ def restore_weights(weights: str | Path, folder: str | Path) -> list[Path]:
     clone can attack them again or lend their training to Fig. 6's identical cells (run_sweep's adopt_from). A
     weights-only checkpoint stands for a finished training (train's resume takes it as done). Only a file whose
     settings are the cell's own is put back; a checkpoint already there is kept."""
-    from .._files import atomic_write
+    from .._files import copy_atomically
     from ..checkpoint import load_checkpoint
     from ..train import PLACE_KEYS, TrainConfig
     from .sweep import cell_key, checkpoint_path
@@ -419,15 +419,13 @@ def restore_weights(weights: str | Path, folder: str | Path) -> list[Path]:
             raise ValueError(f"{source} was trained with other settings than the cell {cell['label']!r} of "
                              f"{sweep / 'results.json'} ({', '.join(changed)}); it is not that cell's model")
         target.parent.mkdir(parents=True, exist_ok=True)
-        restored.append(atomic_write(target, lambda stream, source=source: stream.write(source.read_bytes()),
-                                     "a checkpoint"))
+        restored.append(copy_atomically(source, target, "a checkpoint"))
     # Fig. 7's models (a weights-only checkpoint is a finished training to train(); fig7 refuses rows of another)
     for source in sorted((Path(weights) / "fig7").glob("*.pt")):
         target = Path(folder) / "fig7" / "checkpoints" / source.name
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            restored.append(atomic_write(target, lambda stream, source=source: stream.write(source.read_bytes()),
-                                         "a checkpoint"))
+            restored.append(copy_atomically(source, target, "a checkpoint"))
     return restored
 
 
