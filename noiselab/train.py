@@ -75,6 +75,12 @@ SIGMA_MODES = ("absolute", "relative")
 # settings that say where a run's data lies and what it runs on, not what it trains: a checkpoint or a finished sweep
 # cell made under other values of these is the same training
 PLACE_KEYS = ("data_root", "device")
+
+
+def changed_settings(stored: dict, now: dict) -> list[str]:
+    """The settings of `now` that `stored` holds otherwise, PLACE_KEYS aside (both as TrainConfig.with_defaults or
+    asdict give them)."""
+    return sorted(k for k in now if stored.get(k) != now[k] and k not in PLACE_KEYS)
 PROBE_EXAMPLES = 512  # training images the history's pre-activation std is measured on, the same every epoch
 
 

@@ -29,7 +29,7 @@ from .._files import copy_atomically
 from ..attacks import check_eps, suite
 from ..checkpoint import load_checkpoint
 from ..evaluate import robust_accuracy
-from ..train import PLACE_KEYS, TrainConfig, TrainProgress, resolve_device, train
+from ..train import TrainConfig, TrainProgress, changed_settings, resolve_device, train
 from .records import check_output_folder, environment, read_json, write_json
 from .status import SweepStatus
 
@@ -120,8 +120,7 @@ def adopt_training(source: str | Path, out: Path, base: TrainConfig, cells: list
         state = load_checkpoint(origin)
         config = replace(base, **cell)
         stored = TrainConfig.with_defaults(state["config"])
-        same = all(stored.get(k) == v for k, v in asdict(config).items() if k not in PLACE_KEYS)
-        if same and len(state.get("history", [])) == config.epochs:
+        if not changed_settings(stored, asdict(config)) and len(state.get("history", [])) == config.epochs:
             target.parent.mkdir(parents=True, exist_ok=True)
             copy_atomically(origin, target, "a checkpoint")
             adopted[key] = source.name
@@ -211,7 +210,7 @@ def run_sweep(
         # finished cells are only reused under the same settings (those added since read as their defaults)
         # (where the data lies and which device trains do not change what a cell is)
         stored, now = TrainConfig.with_defaults(results["base_config"]), _as_json(asdict(base))
-        changed = sorted(k for k in now if stored.get(k) != now[k] and k not in PLACE_KEYS)
+        changed = changed_settings(stored, now)
         stored_eval = results.get("evaluation")
         if stored_eval is not None and stored_eval != _as_json(asdict(evaluation)):
             changed.append("evaluation")

@@ -402,7 +402,7 @@ def restore_weights(weights: str | Path, folder: str | Path) -> list[Path]:
     settings are the cell's own is put back; a checkpoint already there is kept."""
     from .._files import copy_atomically
     from ..checkpoint import load_checkpoint
-    from ..train import PLACE_KEYS, TrainConfig
+    from ..train import TrainConfig, changed_settings
     from .sweep import cell_key, checkpoint_path
 
     sweep = Path(folder) / "fig4"
@@ -414,7 +414,7 @@ def restore_weights(weights: str | Path, folder: str | Path) -> list[Path]:
         if not source.is_file() or target.exists():
             continue
         stored, expected = (TrainConfig.with_defaults(c) for c in (load_checkpoint(source)["config"], cell["config"]))
-        changed = sorted(k for k in expected if stored.get(k) != expected[k] and k not in PLACE_KEYS)
+        changed = changed_settings(stored, expected)
         if changed:
             raise ValueError(f"{source} was trained with other settings than the cell {cell['label']!r} of "
                              f"{sweep / 'results.json'} ({', '.join(changed)}); it is not that cell's model")
