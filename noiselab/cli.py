@@ -395,7 +395,8 @@ def reproduce_command(args: argparse.Namespace) -> int:
     try:
         output = reproduce(args.experiment, args.out, quick=args.quick, data_root=args.data_root,
                            device=args.device, epochs=args.epochs, train_limit=args.train_limit,
-                           test_limit=args.test_limit, suite=args.suite, **_backend_arguments(args), **hooks)
+                           test_limit=args.test_limit, suite=args.suite, eval_eps=args.eval_eps,
+                           **_backend_arguments(args), **hooks)
     except CellsFailed as error:
         close_bar()
         print(f"noiselab reproduce: error: {error}", file=sys.stderr)
@@ -472,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     scale.add_argument("--suite", type=_suite, default=None,
                        help="attack with this named suite (default: the preset's; strong for full runs, light for "
                             "--quick)")
+    scale.add_argument("--eval-eps", type=_eps, nargs="+", default=None,
+                       help="attack at these eps (0, the clean accuracy, is always kept; default: the preset's)")
     _add_backend_arguments(reproduce_parser)
 
     args = parser.parse_args(argv)

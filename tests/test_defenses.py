@@ -219,3 +219,56 @@ def test_fig7_writes_rows_answers_and_a_chart_and_resumes(tmp_path, monkeypatch)
     (folder / "results.json").write_text(json.dumps(stored))
     with pytest.raises(ValueError, match=r"the stored rows of vanilla \(seed 0\) were measured on another training"):
         reproduce("fig7", tmp_path, quick=True, device="cpu")
+
+
+def test_fig7_adopts_fig4s_finished_trainings_and_keeps_one_scale_per_table(tmp_path, monkeypatch):
+    import json
+
+    from noiselab.experiments import EvalSpec, adaptive, run_sweep
+    from noiselab.experiments.reproduce import reproduce
+    from noiselab.train import TrainConfig
+
+    base = TrainConfig(dataset="mnist-embedded", model="demo-cnn", train_limit=300, epochs=1, device="cpu")
+    attacks = [["naive FGSM", "naive_fgsm", {}], ["closed-form FGSM", "closed_form_fgsm", {}]]
+
+    def tiny(quick, data_root, device, limit=20):
+        return adaptive.AdaptivePreset(base, [0.6], ["sampled"], [0.0, 0.2], limit, 4, attacks, [["FGSM", "fgsm", {}]])
+
+    # Fig. 4's sweep (beside fig7/, as reproduce lays them out) finished the sampled model's training
+    run_sweep("fig4", base, [{"method": "sampled", "sigma": 0.6, "seed": 0}], EvalSpec([0.0], ["fgsm"], 20),
+              tmp_path / "fig4")
+    monkeypatch.setattr(adaptive, "preset", tiny)
+    messages = []
+    output = reproduce("fig7", tmp_path, quick=True, device="cpu", progress=messages.append)
+    rows = output["results"]["rows"]
+    adopted = [row for row in rows if row["model"] == "sampled σ=0.6"]
+    assert adopted and all(row["training_from"] == "fig4" for row in adopted)
+    assert all("training_from" not in row for row in rows if row["model"] == "vanilla")  # fig4 never trained it
+    assert any("fig4's finished training of the same settings" in m for m in messages)
+    fig4 = json.loads((tmp_path / "fig4" / "results.json").read_text())
+    assert adopted[0]["training"]["test_accuracy"] == next(iter(fig4["cells"].values()))["history"][-1][
+        "test_accuracy"]
+    # the same table at another scale (more test digits) is refused, naming the way out; nothing is written
+    before = (tmp_path / "fig7" / "results.json").read_bytes()
+    monkeypatch.setattr(adaptive, "preset", lambda quick, data_root, device: tiny(quick, data_root, device, 30))
+    with pytest.raises(ValueError, match=r"limit = 20, this run's is 30.*another --out folder"):
+        reproduce("fig7", tmp_path, quick=True, device="cpu")
+    assert (tmp_path / "fig7" / "results.json").read_bytes() == before
+
+
+def test_fig7s_preset_takes_the_eval_eps_and_test_limit_overrides():
+    from noiselab.experiments import adaptive
+    from noiselab.experiments.presets import preset_overrides
+
+    with preset_overrides(test_limit=200, eval_eps=[0.2, 0.05, 0.1]):
+        scaled = adaptive.preset(False, "../shared/data/mnist", "cpu")
+    assert scaled.limit == 200 and scaled.eps == [0.0, 0.05, 0.1, 0.2]
+    full = adaptive.preset(False, "../shared/data/mnist", "cpu")
+    assert full.limit == 1000 and full.eps[-1] == 0.3
+    # the full preset trains Fig. 4's models, so that Fig. 4's finished trainings can stand in
+    from noiselab.experiments.presets import mnist_preset
+    assert full.base == mnist_preset(False, "../shared/data/mnist", "cpu").base
+    for bad in ([float("nan")], [1.5], [], ["x"]):
+        with pytest.raises(ValueError, match="eval_eps"):
+            with preset_overrides(eval_eps=bad):
+                pass

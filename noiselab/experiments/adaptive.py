@@ -38,9 +38,9 @@ from ..charts.adaptive import adaptive_chart, attack_loss_chart
 from ..defenses import randomized_accuracy, wilson_interval
 from ..evaluate import predict
 from ..train import TrainConfig, resolve_device, train
-from .presets import apply_overrides, overridden
+from .presets import apply_overrides, mnist_preset, overridden
 from .records import environment, read_json, write_json
-from .sweep import EvalSpec, cell_label, print_progress
+from .sweep import EvalSpec, adopt_training, cell_key, cell_label, print_progress
 
 
 @dataclass
@@ -58,8 +58,8 @@ class AdaptivePreset:
 
 def preset(quick: bool, data_root: str | None, device: str) -> AdaptivePreset:
     chosen = _preset(quick, data_root, device)
-    base, evaluation = apply_overrides(chosen.base, EvalSpec(limit=chosen.limit))
-    return replace(chosen, base=base, limit=evaluation.limit)
+    base, evaluation = apply_overrides(chosen.base, EvalSpec(eps=chosen.eps, limit=chosen.limit))
+    return replace(chosen, base=base, limit=evaluation.limit, eps=evaluation.eps)
 
 
 def _preset(quick: bool, data_root: str | None, device: str) -> AdaptivePreset:
@@ -76,7 +76,8 @@ def _preset(quick: bool, data_root: str | None, device: str) -> AdaptivePreset:
         undefended = [["FGSM", "fgsm", {}], ["PGD", "pgd", {"steps": 10}]]
         return AdaptivePreset(base, [0.6, 0.8], ["noise", "sampled"], [0.0, 0.1, 0.2, 0.3], 200, 64, attacks,
                               undefended)
-    base = TrainConfig(dataset="mnist", data_root=data_root, model="lenet5", epochs=10, batch_size=128, device=device)
+    # Fig. 4's settings (so that its finished trainings of the same models stand in for this one's)
+    base = mnist_preset(False, data_root, device).base
     attacks = [["naive FGSM", "naive_fgsm", {}], ["EOT-FGSM k=32", "eot_fgsm", {"draws": 32}],
                ["closed-form FGSM", "closed_form_fgsm", {}],
                ["closed-form FGSM (prob. term)", "closed_form_fgsm", {"loss": "probability"}]]
@@ -112,6 +113,11 @@ def _row_key(label: str, attack: str, eps: float, seed: int = 0) -> str:
     return f"{label} | {attack} | {eps:g}" + (f" | seed {seed}" if seed else "")
 
 
+def _stem(config: TrainConfig) -> str:
+    """A model's checkpoint name in <out>/checkpoints/ (and in the exported weights' fig7/)."""
+    return f"{config.method}-sigma{config.sigma:g}" + (f"-seed{config.seed}" if config.seed else "")
+
+
 def _training_fingerprint(history: list[dict]) -> dict:
     """What tells one training of a model from another: its last epoch's step, loss and test accuracy (two runs of
     the same settings are not bit-identical across processes)."""
@@ -134,14 +140,35 @@ def _check_same_training(rows: list[dict], label: str, seed: int, fingerprint: d
         return
 
 
+def _check_same_scale(results: dict, preset_: AdaptivePreset, results_path: Path) -> None:
+    """Refuse to add rows at another scale (test examples, votes) than the stored rows': one table, one scale."""
+    stored = results.get("preset") or {}
+    if not results.get("rows"):
+        return
+    for key in ("limit", "samples"):
+        if key in stored and stored[key] != getattr(preset_, key):
+            raise ValueError(
+                f"{results_path} holds rows measured with {key} = {stored[key]}, this run's is {getattr(preset_, key)}:"
+                f" run it at that scale (--test-limit), or give it another --out folder")
+
+
 def _attack_models(name: str, preset_: AdaptivePreset, cells: list[dict], out: Path, device: str, progress,
-                   on_train_progress, stop) -> dict:
+                   on_train_progress, stop, adopt_from: Path | None = None) -> dict:
     """Train (or load) every cell's model and run the preset's attacks on it at every eps, one row each, written to
-    <out>/results.json as they come: a stopped run keeps its rows and a rerun skips them."""
+    <out>/results.json as they come: a stopped run keeps its rows and a rerun skips them. adopt_from: a sweep's
+    folder (Fig. 4's) whose finished trainings of the same settings stand in for a cell's (sweep.adopt_training);
+    their rows say so ("training_from")."""
     device_ = resolve_device(device)
     results_path = out / "results.json"
     results = read_json(results_path) or {"experiment": name, "rows": []}
+    _check_same_scale(results, preset_, results_path)
     results.update({"preset": asdict(preset_), "environment": environment(device_)})
+    adopted = {}
+    if adopt_from is not None:
+        seeded = [{**overrides, "seed": replace(preset_.base, **overrides).seed} for overrides in cells]
+        targets = {cell_key(cell): out / "checkpoints" / f"{_stem(replace(preset_.base, **cell))}.pt"
+                   for cell in seeded}
+        adopted = adopt_training(adopt_from, out, preset_.base, seeded, target_of=targets.__getitem__)
     done = {_row_key(r["model"], r["attack"], r["eps"], r.get("seed", 0)) for r in results["rows"]}
     data = data_module.load(preset_.base.dataset, root=preset_.base.data_root, device=device_)
     x_all, y_all = data.tensors("test", limit=preset_.limit)
@@ -154,13 +181,15 @@ def _attack_models(name: str, preset_: AdaptivePreset, cells: list[dict], out: P
             break
         progress(f"{name}: {label} (seed {seed}): training (or loading its checkpoint)")
         callback = (lambda p, o=overrides: on_train_progress(o, p)) if on_train_progress else None
-        stem = f"{config.method}-sigma{config.sigma:g}" + (f"-seed{seed}" if seed else "")
+        from_ = adopted.get(cell_key({**overrides, "seed": seed}))
+        if from_:
+            progress(f"{name}: {label} (seed {seed}): {from_}'s finished training of the same settings")
         trained = train(config, data=data, progress=callback, stop=stop, resume=True,
-                        checkpoint=out / "checkpoints" / f"{stem}.pt")
+                        checkpoint=out / "checkpoints" / f"{_stem(config)}.pt")
         if trained.stopped:
             break
         fingerprint = _training_fingerprint(trained.history)
-        _check_same_training(results["rows"], label, seed, fingerprint, out / "checkpoints" / f"{stem}.pt")
+        _check_same_training(results["rows"], label, seed, fingerprint, out / "checkpoints" / f"{_stem(config)}.pt")
         model = trained.model.eval()
         defended = config.method != "vanilla"
         attacks = preset_.attacks if defended else preset_.undefended_attacks
@@ -178,7 +207,7 @@ def _attack_models(name: str, preset_: AdaptivePreset, cells: list[dict], out: P
             row.update({"model": label, "train_method": config.method, "sigma": config.sigma if defended else 0.0,
                         "seed": seed,
                         "expectation_accuracy": trained.history[-1]["test_accuracy"] if trained.history else None,
-                        "training": fingerprint})
+                        "training": fingerprint} | ({"training_from": from_} if from_ else {}))
             results["rows"].append(row)
             write_json(results_path, results)
             progress(f"{name}: {label} (seed {seed}) / {attack_label} / eps {eps:g}: accuracy {row['accuracy']:.3f}")
@@ -191,7 +220,8 @@ def fig7(out: Path, quick: bool = False, data_root: str | None = None, device: s
     """Run (or finish) Fig. 7 into `out`; progress(message), on_train_progress(overrides, TrainProgress) and a
     stop Event as in run_sweep: a stopped run keeps every row measured so far and resumes from there."""
     preset_ = preset(quick, data_root, device)
-    results = _attack_models("fig7", preset_, _models(preset_), out, device, progress, on_train_progress, stop)
+    results = _attack_models("fig7", preset_, _models(preset_), out, device, progress, on_train_progress, stop,
+                             adopt_from=out.parent / "fig4")
     table = pd.DataFrame(results["rows"])
     table.to_csv(out / "fig7.csv", index=False)
     answers = summarize_adaptive(table)

@@ -1,9 +1,9 @@
 """What the reproduce-style experiments share: the data-set presets (quick and full), the attack suites, and the
 robustness figure (a sweep, its summary over seeds, its chart).
 
-`preset_overrides(epochs=..., train_limit=..., test_limit=..., suite=...)` scales a preset between quick and full
-(for example the quick models trained longer on more digits, on a CPU) and picks its attack suite by name; the
-results file records the values used."""
+`preset_overrides(epochs=..., train_limit=..., test_limit=..., suite=..., eval_eps=...)` scales a preset between
+quick and full (for example the quick models trained longer on more digits, on a CPU, or the full models attacked
+on fewer digits at fewer eps), and picks its attack suite by name; the results file records the values used."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..attacks import check_suite, suite
+from ..attacks import check_eps, check_suite, suite
 from ..charts import robustness_chart, save_chart
 from ..train import TrainConfig
 from .sweep import EvalSpec, robust_table, run_sweep, summarize
@@ -32,22 +32,25 @@ class Preset:
     seeds: int
 
 
-OVERRIDABLE = ("epochs", "train_limit", "test_limit", "suite")
+OVERRIDABLE = ("epochs", "train_limit", "test_limit", "suite", "eval_eps")
 _overrides: ContextVar[dict | None] = ContextVar("noiselab_preset_overrides", default=None)
 
 
 @contextmanager
 def preset_overrides(**settings) -> Iterator[None]:
     """Within the block, every preset trains `epochs` on `train_limit` examples and attacks `test_limit` with the
-    attack suite named `suite` (None: the preset's own). The counts must be integers >= 1."""
+    attack suite named `suite` (None: the preset's own) at the budgets `eval_eps` (0, the clean accuracy, is always
+    kept). The counts must be integers >= 1, the budgets in [0, 1]."""
     unknown = set(settings) - set(OVERRIDABLE)
     if unknown:
         raise ValueError(f"cannot override {sorted(unknown)}; overridable: {OVERRIDABLE}")
     chosen = {key: value for key, value in settings.items() if value is not None}
     if "suite" in chosen:
         check_suite(chosen["suite"])
+    if "eval_eps" in chosen:
+        chosen["eval_eps"] = eval_eps(chosen["eval_eps"])
     for key, value in chosen.items():
-        if key == "suite":
+        if key in ("suite", "eval_eps"):
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
@@ -63,13 +66,29 @@ def overridden(key: str, default):
     return (_overrides.get() or {}).get(key, default)
 
 
+def eval_eps(values) -> list[float]:
+    """The attack budgets to evaluate at, checked, sorted, with 0 (the clean accuracy) among them."""
+    try:
+        budgets = [float(value) for value in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"eval_eps must be a list of numbers in [0, 1], got {values!r}") from None
+    if not budgets:
+        raise ValueError("eval_eps is empty: give at least one budget in [0, 1]")
+    for value in budgets:
+        check_eps(value, "eval_eps")
+    return sorted({0.0, *budgets})
+
+
 def apply_overrides(base: TrainConfig, evaluation: EvalSpec) -> tuple[TrainConfig, EvalSpec]:
     chosen = _overrides.get() or {}
     base = replace(base, **{key: chosen[key] for key in ("epochs", "train_limit") if key in chosen})
     if "test_limit" in chosen:
         evaluation = replace(evaluation, limit=chosen["test_limit"])
-    if "suite" in chosen and evaluation.attacks != CLEAN_ONLY_ATTACKS:  # a clean-only evaluation attacks nothing
+    clean_only = evaluation.attacks == CLEAN_ONLY_ATTACKS  # a clean-only evaluation attacks nothing, at eps 0
+    if "suite" in chosen and not clean_only:
         evaluation = replace(evaluation, attacks=suite(chosen["suite"]))
+    if "eval_eps" in chosen and not clean_only:
+        evaluation = replace(evaluation, eps=chosen["eval_eps"])
     return base, evaluation
 
 

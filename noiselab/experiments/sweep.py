@@ -99,18 +99,20 @@ def checkpoint_path(out: Path, key: str) -> Path:
     return out / "checkpoints" / f"{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
 
 
-def adopt_training(source: str | Path, out: Path, base: TrainConfig, cells: list[dict]) -> dict[str, str]:
+def adopt_training(source: str | Path, out: Path, base: TrainConfig, cells: list[dict],
+                   target_of: Callable[[str], Path] | None = None) -> dict[str, str]:
     """Let the sweep in `out` evaluate, without training them again, the cells that the sweep in `source` finished
     training under the very same settings (the grids of Figs. 4 and 6 share cells): their checkpoints are copied to
-    <out>/checkpoints/, where run_cell's resume finds a finished training. A cell that has its own checkpoint in
-    `out` keeps it (and is not adopted); one holding the very file copied by an earlier run of this sweep is.
-    Returns {key: source folder's name} for the cells adopted."""
+    <out>/checkpoints/ (or to target_of(key)), where run_cell's resume finds a finished training. A cell that has
+    its own checkpoint in `out` keeps it (and is not adopted); one holding the very file copied by an earlier run of
+    this sweep is. Returns {key: source folder's name} for the cells adopted."""
     source = Path(source)
     finished = (read_json(source / "results.json") or {}).get("cells", {})
+    target_of = target_of or (lambda key: checkpoint_path(out, key))
     adopted = {}
     for cell in cells:
         key = cell_key(cell)
-        origin, target = checkpoint_path(source, key), checkpoint_path(out, key)
+        origin, target = checkpoint_path(source, key), target_of(key)
         if key not in finished or not origin.is_file():
             continue
         if target.exists():  # adopted by an earlier run of this sweep (the very file), or its own training
