@@ -175,3 +175,35 @@ def test_fig7s_models_go_back_under_their_own_names(tmp_path):
     assert restored == [tmp_path / "fig7" / "checkpoints" / "noise-sigma0.8.pt"]
     assert restored[0].read_bytes() == source.read_bytes()
     assert verdict.restore_weights(weights, tmp_path) == []
+
+
+@pytest.mark.parametrize("closed_form, word", [
+    ({0.1: 0.40, 0.2: 0.05}, "holds"),          # at or below EOT
+    ({0.1: 0.43, 0.2: 0.06}, "holds"),          # above, but not clearly (under 2 standard errors at n = 200)
+    ({0.1: 0.60, 0.2: 0.06}, "partly"),         # clearly above at ε = 0.1 only
+    ({0.1: 0.60, 0.2: 0.30}, "does not hold"),
+])
+def test_the_adaptive_attack_row_follows_its_rule(tmp_path, closed_form, word):
+    eot = {0.1: 0.42, 0.2: 0.05}
+
+    def row(attack, name, eps, accuracy, seconds):
+        return {"model": "noise σ=0.8", "train_method": "noise", "sigma": 0.8, "seed": 0, "attack": attack,
+                "attack_name": name, "eps": eps, "accuracy": accuracy, "n": 200, "seconds_per_example": seconds}
+
+    rows = [row("clean", "naive_fgsm", 0.0, 0.99, 0.0)]
+    for eps in eot:
+        rows += [row("EOT-PGD k=1", "eot_pgd", eps, eot[eps] + 0.2, 0.01),
+                 row("EOT-PGD k=32", "eot_pgd", eps, eot[eps], 1.0),
+                 row("closed-form FGSM", "closed_form_fgsm", eps, 0.9, 0.001),
+                 row("closed-form PGD", "closed_form_pgd", eps, closed_form[eps], 0.2)]
+    rows.append({**row("PGD", "pgd", 0.1, 0.0, 0.1), "model": "vanilla", "train_method": "vanilla"})
+    (tmp_path / "fig7").mkdir()
+    (tmp_path / "fig7" / "results.json").write_text(json.dumps({"rows": rows, "preset": {"samples": 256}}))
+    verdict_row = next(r for r in verdict.verdict_rows(tmp_path) if r["claim"].startswith("The closed-form"))
+    assert verdict_row["word"] == word, verdict_row
+    matched = {"holds": 2, "partly": 1, "does not hold": 0}[word]
+    assert f"at {matched} of 2 (model, ε) pairs (200 test digits, 256 votes a prediction, 1 seed)" in verdict_row[
+        "evidence"]
+    # the strongest of each kind is the one compared, and its cost beside: 0.2 s against EOT-PGD k=32's 1 s
+    assert "closed-form PGD" in verdict_row["evidence"] and "EOT-PGD k=32 42.0" in verdict_row["evidence"]
+    assert "0.2× the seconds" in verdict_row["evidence"]
