@@ -271,3 +271,12 @@ def test_cli_progress_bar_updates_every_n_batches(tmp_path):
     assert result.returncode == 0, result.stderr
     shown = [int(n) for n in re.findall(r"\| *(\d+)/10 \[", result.stderr)]
     assert set(shown) == {4, 8, 10}, shown  # every 4 batches, and the epoch's end
+
+
+def test_a_training_records_the_thread_count_that_decides_its_trajectory():
+    # the same seed gives the same weights on the same thread count, and says which count that was (another count
+    # sums floats in another order: a different trajectory, as Fig. 6's σ = 0.1 beside Fig. 4's showed)
+    config = TrainConfig(method="noise", sigma=0.1, **{**QUICK, "train_limit": 320})
+    first, second = train(config), train(config)
+    assert all(torch.equal(a, b) for a, b in zip(weights(first.model).values(), weights(second.model).values()))
+    assert first.history[-1]["threads"] == torch.get_num_threads() >= 1
