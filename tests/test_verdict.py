@@ -197,8 +197,16 @@ def test_the_adaptive_attack_row_follows_its_rule(tmp_path, closed_form, word):
                  row("closed-form FGSM", "closed_form_fgsm", eps, 0.9, 0.001),
                  row("closed-form PGD", "closed_form_pgd", eps, closed_form[eps], 0.2)]
     rows.append({**row("PGD", "pgd", 0.1, 0.0, 0.1), "model": "vanilla", "train_method": "vanilla"})
+    preset = {"samples": 256, "eps": [0.0, 0.1, 0.2], "sigmas": [0.8], "defense_methods": ["noise"],
+              "attacks": [["x", "y", {}]] * 4, "undefended_attacks": [["PGD", "pgd", {}]] * 2}
     (tmp_path / "fig7").mkdir()
-    (tmp_path / "fig7" / "results.json").write_text(json.dumps({"rows": rows, "preset": {"samples": 256}}))
+    (tmp_path / "fig7" / "results.json").write_text(json.dumps({"rows": rows[:-1], "preset": preset}))
+    partial = next(r for r in verdict.verdict_rows(tmp_path) if r["claim"].startswith("The closed-form"))
+    assert partial["word"] == "not yet run", partial  # a grid part-way through is not judged
+    assert "running: 9 of its 14 rows" in partial["evidence"]
+    rows += [{**rows[-1], "eps": 0.0}, {**rows[-1], "eps": 0.2}, {**rows[-1], "attack": "FGSM", "eps": 0.2},
+             {**rows[-1], "attack": "FGSM"}]
+    (tmp_path / "fig7" / "results.json").write_text(json.dumps({"rows": rows, "preset": preset}))
     verdict_row = next(r for r in verdict.verdict_rows(tmp_path) if r["claim"].startswith("The closed-form"))
     assert verdict_row["word"] == word, verdict_row
     matched = {"holds": 2, "partly": 1, "does not hold": 0}[word]
