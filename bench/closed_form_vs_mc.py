@@ -37,7 +37,7 @@ from noiselab import data as data_module  # noqa: E402
 from noiselab.experiments.records import environment, write_json  # noqa: E402
 from noiselab.layerwise import relative_error  # noqa: E402
 from noiselab.propagate import monte_carlo, propagate  # noqa: E402
-from noiselab.starter import load_starter_models  # noqa: E402
+from noiselab.starter import load_starters  # noqa: E402
 from noiselab.train import resolve_device  # noqa: E402
 
 RULE_SETS = [("paper", "paper"), ("moment", "clark")]
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     x, _ = data_module.load(device=device).tensors("test", limit=args.images)
     rows = []
     with torch.no_grad():
-        for lab_model in load_starter_models(names=args.models):
-            model = lab_model.model.to(device).eval()
+        for starter in load_starters(names=args.models):
+            model = starter.model.to(device).eval()
             reference = monte_carlo(model, x, args.sigma, args.reference, seed=0)
             second = monte_carlo(model, x, args.sigma, args.reference, seed=1)
             floor = {"mean": relative_error(second.mean, reference.mean),
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 closed_seconds = median_seconds(
                     lambda m=model, r=relu, p=pool: propagate(m, x, args.sigma, relu=r, pool=p), args.timing_repeats,
                     device)
-                row = {"model": lab_model.name, "rules": f"{relu}/{pool}", "closed_error": errors,
+                row = {"model": starter.name, "rules": f"{relu}/{pool}", "closed_error": errors,
                        "reference_noise": floor, "closed_seconds": closed_seconds}
                 for moment in ("mean", "var"):
                     samples, matched = 2, None
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{m}: err {errors[m]:.3f} (ref noise {floor[m]:.3f}) = MC n={row[f'samples_to_match_{m}']} -> "
                     + (f"{row[f'speedup_{m}']:.0f}x" if row[f"speedup_{m}"] else f"> {args.max_samples} draws")
                     for m in ("mean", "var"))
-                print(f"{lab_model.name:14s} {relu}/{pool:6s} {speedups}", flush=True)
+                print(f"{starter.name:14s} {relu}/{pool:6s} {speedups}", flush=True)
     out = Path(args.out) if args.out else REPO / "bench" / "results" / f"closed_form_vs_mc-{device.type}.json"
     write_json(out, {"benchmark": "closed_form_vs_mc", "config": vars(args), "environment": environment(device),
                      "rows": rows})

@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from noiselab import data as data_module  # noqa: E402
 from noiselab.experiments.records import environment, write_json  # noqa: E402
-from noiselab.starter import load_starter_models  # noqa: E402
 from noiselab.surface import loss_surface  # noqa: E402
+from noiselab.widgets import load_starter_models  # noqa: E402
 from noiselab.widgets.censoring import CensoringExplorer  # noqa: E402
 from noiselab.widgets.models import ModelList  # noqa: E402
 from noiselab.widgets.propagation import PropagationExplorer  # noqa: E402

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .experiments.names import EXPERIMENT_NAMES
 from .models import MODELS, build
 from .moments import POOL_RULES, RELU_RULES, relu_moments
 from .propagate import monte_carlo, propagate
@@ -459,9 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     status_parser.add_argument("out", help="the sweep's output folder")
 
     reproduce_parser = commands.add_parser("reproduce", help="one of the paper's figures or tables, or an ablation")
-    reproduce_parser.add_argument("experiment", choices=["fig3", "fig4", "fig5", "fig6", "fig7", "table1", "meanpath",
-                                                         "losses", "placement", "sigmascale", "attackloss",
-                                                         "recipe"])
+    reproduce_parser.add_argument("experiment", choices=EXPERIMENT_NAMES)
     reproduce_parser.add_argument("--quick", action="store_true", help="minutes on a CPU: small data, few epochs")
     reproduce_parser.add_argument("--out", default="results", help="writes into OUT/EXPERIMENT/")
     reproduce_parser.add_argument("--data-root", default=None, help="folder of the data set (full runs)")

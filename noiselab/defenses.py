@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_input, check_positive_int, check_sigma
-from .propagate import MC_CHUNK_ELEMENTS, _noise_entry, propagate, sequential_layers
+from .propagate import MC_CHUNK_ELEMENTS, first_preactivation, noise_entry, propagate, sequential_layers
 
 VOTES = ("majority", "mean_softmax")
 
@@ -42,19 +42,11 @@ def _sigma_float(sigma) -> float:
     return float(sigma.detach()) if isinstance(sigma, Tensor) else float(sigma)
 
 
-def _first_preactivation(layers: list, x: Tensor) -> Tensor:
-    """(B, ...) the first Conv2d/Linear's output, where the noise enters: computed once for any number of draws."""
-    pre = x
-    for _, layer in layers[: _noise_entry(layers) + 1]:
-        pre = layer(pre)
-    return pre
-
-
-def _noisy_passes(layers: list, pre: Tensor, sigma: float, draws: int, generator: torch.Generator | None) -> Tensor:
+def noisy_passes(layers: list, pre: Tensor, sigma: float, draws: int, generator: torch.Generator | None) -> Tensor:
     """(draws, B, classes): `draws` draws of noise added to the first pre-activation `pre`, through the rest."""
     noise = torch.randn((draws,) + tuple(pre.shape), generator=generator, device=pre.device, dtype=pre.dtype)
     h = (pre.unsqueeze(0) + sigma * noise).flatten(0, 1)  # (draws * B, ...)
-    for _, layer in layers[_noise_entry(layers) + 1 :]:
+    for _, layer in layers[noise_entry(layers) + 1 :]:
         h = layer(h)
     return h.view(draws, pre.shape[0], -1)
 
@@ -62,7 +54,7 @@ def _noisy_passes(layers: list, pre: Tensor, sigma: float, draws: int, generator
 def noisy_logits_unchecked(layers: list, x: Tensor, sigma: float, draws: int,
                            generator: torch.Generator | None = None) -> Tensor:
     """(draws, B, classes) logits of `draws` noisy passes; differentiable with respect to x and the weights."""
-    return _noisy_passes(layers, _first_preactivation(layers, x), sigma, draws, generator)
+    return noisy_passes(layers, first_preactivation(layers, x), sigma, draws, generator)
 
 
 def noisy_logits(model: nn.Module, x: Tensor, sigma: float, draws: int = 1,
@@ -129,14 +121,14 @@ def randomized_predict(
     check_input(model, x)
     layers = sequential_layers(model)
     generator = torch.Generator(device=x.device).manual_seed(seed) if seed is not None else None
-    pre = _first_preactivation(layers, x)
+    pre = first_preactivation(layers, x)
     # the first pre-activation is the widest activation of these networks: its size bounds a chunk's memory
     chunk = max(1, min(samples, MC_CHUNK_ELEMENTS // max(1, pre.numel())))
     counts = probabilities = None
     done = 0
     while done < samples:
         n = min(chunk, samples - done)
-        logits = _noisy_passes(layers, pre, sigma, n, generator)  # (n, B, classes)
+        logits = noisy_passes(layers, pre, sigma, n, generator)  # (n, B, classes)
         votes = F.one_hot(logits.argmax(2), logits.shape[2]).sum(0)
         soft = logits.softmax(2).sum(0)
         counts = votes if counts is None else counts + votes

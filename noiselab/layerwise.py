@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_input, check_positive_int, check_sigma
-from .propagate import Gaussian, LayerMoments, _noise_entry, sequential_layers
+from .propagate import Gaussian, LayerMoments, noise_entry, sequential_layers
 
 # Reference magnitudes below this count as zero (a layer whose sampled variance is all 0): the error is then
 # reported against this floor rather than divided by 0.
@@ -111,7 +111,7 @@ def sample_layers(
         raise ValueError(f"sample_layers takes one example, x of shape (1, ...); got a batch of {x.shape[0]}")
     if x.device.type != "cpu":
         raise ValueError("sample_layers runs on the CPU; use monte_carlo for other devices")
-    entry = _noise_entry(layers)
+    entry = noise_entry(layers)
     pre = x
     for _, layer in layers[: entry + 1]:
         pre = layer(pre)  # (1, ...) the first pre-activation
@@ -192,7 +192,7 @@ def mean_path(model: nn.Module, x: Tensor, sigma: float, relu: str = "paper", po
     with torch.no_grad():
         _, closed = propagate(model, x, sigma, relu=relu, pool=pool, return_layers=True)  # checks every input
         layers = sequential_layers(model)
-        entry = _noise_entry(layers)
+        entry = noise_entry(layers)
         deterministic = []
         h = x
         for index, (_, layer) in enumerate(layers):

@@ -149,8 +149,18 @@ def sequential_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return layers
 
 
-def _noise_entry(layers: list[tuple[str, nn.Module]]) -> int:
+def noise_entry(layers: list[tuple[str, nn.Module]]) -> int:
+    """The index in sequential_layers(model) of the first Conv2d/Linear: the noise is added to its output."""
     return next(i for i, (_, layer) in enumerate(layers) if isinstance(layer, NOISE_ENTRY_TYPES))
+
+
+def first_preactivation(layers: list[tuple[str, nn.Module]], x: Tensor) -> Tensor:
+    """(B, ...) the first Conv2d/Linear's output of sequential_layers(model), where the noise enters (the same entry
+    point propagate uses): computed once for any number of noise draws (noiselab.defenses, noiselab.train)."""
+    pre = x
+    for _, layer in layers[: noise_entry(layers) + 1]:
+        pre = layer(pre)
+    return pre
 
 
 def preactivation_scale(pre: Tensor) -> Tensor:
@@ -188,7 +198,7 @@ def propagate_unchecked(
         scale = sigma * preactivation_scale(x) if relative else sigma
         mean, var, rest = x, _variance(scale, x), layers
     else:
-        entry = _noise_entry(layers)
+        entry = noise_entry(layers)
         mean = x
         for _, layer in layers[:entry]:
             mean = layer(mean)
@@ -300,7 +310,7 @@ def monte_carlo(
     if noise_at == "input":
         pre, after, names = x, layers, list(layers)
     else:
-        entry = _noise_entry(layers)
+        entry = noise_entry(layers)
         pre = x
         for _, layer in layers[: entry + 1]:
             pre = layer(pre)  # (B, ...) the first pre-activation, computed once

@@ -50,14 +50,15 @@ from ._checks import check_sigma
 from .attacks import check_eps
 from .attacks._common import project, random_start
 from .checkpoint import check_writable, load_checkpoint, save_checkpoint
-from .defenses import _first_preactivation, _noisy_passes
+from .defenses import noisy_passes
 from .loss import LearnableSigma, _terms
 from .models import MODELS, build
 from .moments import POOL_RULES, RELU_RULES
 from .propagate import (
     Rules,
-    _noise_entry,
     check_noise_at,
+    first_preactivation,
+    noise_entry,
     preactivation_scale,
     propagate_unchecked,
     sequential_layers,
@@ -240,8 +241,8 @@ def _sampled(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         noise = torch.randn(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
         logits = ctx.model(x + (sigma * preactivation_scale(x) if relative else sigma) * noise)
     else:
-        pre = _first_preactivation(ctx.layers, x)
-        logits = _noisy_passes(ctx.layers, pre, sigma * preactivation_scale(pre) if relative else sigma, 1,
+        pre = first_preactivation(ctx.layers, x)
+        logits = noisy_passes(ctx.layers, pre, sigma * preactivation_scale(pre) if relative else sigma, 1,
                                ctx.generator)[0]
     return F.cross_entropy(logits, y), logits
 
@@ -281,8 +282,8 @@ METHODS: dict[str, Callable[[_Context, Tensor, Tensor], tuple[Tensor, Tensor]]] 
 @torch.no_grad()
 def first_layer_scale(layers: list, probe: Tensor) -> dict:
     """The first Conv2d/Linear's weight norm and the mean over its channels of its pre-activation's std on `probe`."""
-    first = layers[_noise_entry(layers)][1]
-    pre = _first_preactivation(layers, data_module.to_float(probe))
+    first = layers[noise_entry(layers)][1]
+    pre = first_preactivation(layers, data_module.to_float(probe))
     return {"weight_norm": float(first.weight.norm()), "preact_std": float(preactivation_scale(pre).mean())}
 
 
@@ -370,7 +371,7 @@ def train(
     test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
 
     layers = sequential_layers(model)
-    first_weight = layers[_noise_entry(layers)][1].weight
+    first_weight = layers[noise_entry(layers)][1].weight
     probe = images[:PROBE_EXAMPLES]
     method = METHODS[config.method]
     steps_per_epoch = -(-images.shape[0] // config.batch_size)

@@ -57,7 +57,9 @@ def wait_for_status(out, process, condition, seconds=240):
     """Poll status.json until condition(status) returns something; fail if the sweep ends first."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        assert process.poll() is None, "the sweep ended before the moment the test waits for"
+        if process.poll() is not None:
+            tail = process.stderr.read()[-3000:]
+            raise AssertionError(f"the sweep ended before the moment the test waits for: {tail}")
         if (out / "status.json").exists():
             found = condition(read(out, "status.json"))
             if found:

@@ -13,8 +13,9 @@ import torch
 from noiselab import data as data_module
 from noiselab.checkpoint import CheckpointError
 from noiselab.models import CifarCNN, DemoCNN
-from noiselab.starter import load_starter_models, read_manifest, starter_folder
+from noiselab.starter import read_manifest, starter_folder
 from noiselab.train import accuracy
+from noiselab.widgets import load_starter_models
 from noiselab.widgets.censoring import CensoringExplorer
 from noiselab.widgets.models import LabModel, ModelList
 from noiselab.widgets.propagation import PropagationExplorer

@@ -44,7 +44,7 @@ from .. import data as data_module
 from ..charts import save_chart
 from ..charts.ablations import mean_path_chart, placement_chart, recipe_chart, sigma_scale_chart
 from ..layerwise import mean_path
-from ..starter import load_starter_models
+from ..starter import load_starters
 from ..train import NOISE_LOSSES, TrainConfig, resolve_device
 from .presets import mnist_preset, overridden, robustness_figure
 from .records import environment, write_json
@@ -68,13 +68,13 @@ def meanpath(out: Path, quick: bool = False, device: str = "auto", **_) -> dict:
     limit = 100 if quick else 2000
     x, _ = data_module.load(device=device_).tensors("test", limit=limit)
     rows = []
-    for lab_model in load_starter_models():
-        model = lab_model.model.to(device_).eval()
+    for starter in load_starters():
+        model = starter.model.to(device_).eval()
         for relu, pool in RULE_SETS:
             for sigma in sigmas:
                 path = mean_path(model, x, sigma, relu, pool)
                 for gap in path.gaps:
-                    rows.append({"model": lab_model.name, "rules": f"{relu}/{pool}", "sigma": sigma,
+                    rows.append({"model": starter.name, "rules": f"{relu}/{pool}", "sigma": sigma,
                                  "layer": gap.index, "name": gap.name, "kind": gap.kind, "gap": gap.gap,
                                  "is_output": gap.index == len(path.gaps) - 1, "agreement": path.agreement})
     table = pd.DataFrame(rows)

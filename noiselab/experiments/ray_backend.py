@@ -93,7 +93,7 @@ def _cell_task(config: dict, overrides: dict, evaluation: dict, out: str, key: s
     import torch
 
     from ..train import TrainConfig
-    from .sweep import EvalSpec, run_cell
+    from .cells import EvalSpec, run_cell
 
     torch.set_num_threads(threads)  # as many threads as CPUs held, whatever the worker inherited
     stop = threading.Event()

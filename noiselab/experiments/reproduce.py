@@ -25,6 +25,7 @@ from ..moments import censoring_curves
 from ..train import TrainConfig, resolve_device
 from .ablations import ablation_grids, losses, meanpath, placement, recipe, sigmascale
 from .adaptive import attackloss, fig7
+from .names import RAY_READY
 from .presets import (
     CLEAN_ONLY_ATTACKS,
     OVERRIDABLE,
@@ -192,14 +193,11 @@ def _table1_sigma_gradients(base: TrainConfig, cells: list[dict], out: Path, nam
     return pd.DataFrame(rows, columns=["variant", "seed", "sigma", "dloss_dsigma", "bimodel_pull"])
 
 
+# the functions of names.EXPERIMENT_NAMES, in its order (the CLI offers that list without importing this module)
 EXPERIMENTS: dict[str, Callable[..., dict]] = {"fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6,
                                                "fig7": fig7, "table1": table1, "meanpath": meanpath,
                                                "losses": losses, "placement": placement, "sigmascale": sigmascale,
                                                "attackloss": attackloss, "recipe": recipe}
-
-
-# plain sweeps; table1 records σ at every step, fig7 and attackloss their own rows in-process
-RAY_READY = ("fig4", "fig5", "fig6", "losses", "placement", "sigmascale", "recipe")
 
 
 def reproduce(name: str, out: str | Path, quick: bool = False, data_root: str | None = None, device: str = "auto",

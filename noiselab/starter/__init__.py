@@ -1,19 +1,23 @@
 """Starter models shipped with noiselab: small trained LeNet5s so the lab has models to explore the moment it opens.
 
-    >>> from noiselab.starter import load_starter_models
-    >>> models = load_starter_models()          # list[LabModel]: vanilla, noise σ=0.3, noise σ=0.8, PGD-AT ε=0.3
-    >>> [(m.name, m.command) for m in models]
+    >>> from noiselab.starter import load_starters
+    >>> starters = load_starters()          # list[Starter]: vanilla, noise σ=0.3, noise σ=0.8, PGD-AT ε=0.3
+    >>> [(s.name, s.command) for s in starters]
 
 manifest.json lists each file with the exact `noiselab train` command that made it, its sigma, and its accuracy on
-the embedded test split; make_starter.py remakes them all (see README.md here). This is an app-level asset: it
-returns the widgets' LabModel entries, so it imports noiselab.widgets.models (noiselab's core never imports it).
+the embedded test split; make_starter.py remakes them all (see README.md here). The starters are plain checkpoints
+(the model, its config and training history, and the manifest's name, sigma and command): the widgets wrap them as
+their LabModel entries (noiselab.widgets.load_starter_models), and nothing here imports the widgets.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+
+from torch import nn
 
 from .._files import read_json_document
 from ..checkpoint import CheckpointError, load_model
@@ -36,14 +40,25 @@ def read_manifest(folder: str | Path | None = None) -> dict:
     return manifest
 
 
-def load_starter_models(folder: str | Path | None = None, names: list[str] | None = None) -> list:
-    """The starter models as noiselab.widgets.LabModel entries (eval mode, CPU), in the manifest's order.
+@dataclass
+class Starter:
+    """One shipped starter model: the checkpoint's model (eval mode, CPU), config and history, and its manifest entry's
+    name, sigma and the command that made it."""
+
+    name: str
+    model: nn.Module
+    config: dict
+    sigma: float = 0.0
+    history: list[dict] = field(default_factory=list)
+    command: str = ""
+
+
+def load_starters(folder: str | Path | None = None, names: list[str] | None = None) -> list[Starter]:
+    """The starter models, in the manifest's order.
 
     `names` picks some by name. A file that is missing, corrupt or not the one the manifest lists (its sha256
     differs) raises noiselab.checkpoint.CheckpointError naming the model and how to remake it.
     """
-    from ..widgets.models import LabModel  # app level: see the module docstring
-
     folder = Path(folder if folder is not None else starter_folder())
     entries = read_manifest(folder)["models"]
     if names is not None:
@@ -66,16 +81,10 @@ def load_starter_models(folder: str | Path | None = None, names: list[str] | Non
             model, state = load_model(path)
         except CheckpointError as error:
             raise CheckpointError(f"starter model {name!r}: {error}; {REMAKE}") from None
-        models.append(LabModel(
-            name=name,
-            model=model,
-            config=dict(state["config"]),
-            sigma=float(entry.get("sigma", 0.0)),
-            source="starter",
-            history=list(state.get("history", [])),
-            command=str(entry.get("command", "")),
-        ))
+        models.append(Starter(name=name, model=model, config=dict(state["config"]),
+                              sigma=float(entry.get("sigma", 0.0)), history=list(state.get("history", [])),
+                              command=str(entry.get("command", ""))))
     return models
 
 
-__all__ = ["load_starter_models", "read_manifest", "starter_folder"]
+__all__ = ["Starter", "load_starters", "read_manifest", "starter_folder"]

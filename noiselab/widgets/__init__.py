@@ -5,6 +5,6 @@ models share one `ModelList` (noiselab.widgets.models), which the starter models
 the training panel adds to.
 """
 
-from .models import LabModel, ModelList
+from .models import LabModel, ModelList, load_starter_models
 
-__all__ = ["LabModel", "ModelList"]
+__all__ = ["LabModel", "ModelList", "load_starter_models"]

@@ -79,7 +79,7 @@ def _load_data():
 
 
 def _load_starter_models() -> list:
-    from ..starter import load_starter_models
+    from .models import load_starter_models
 
     return load_starter_models()
 

@@ -29,6 +29,14 @@ class LabModel:
     command: str = ""          # how to make it again (starter models: the noiselab CLI command)
 
 
+def load_starter_models(folder=None, names: list[str] | None = None) -> list[LabModel]:
+    """The shipped starter models (noiselab.starter.load_starters, same arguments and errors) as LabModel entries."""
+    from ..starter import load_starters
+
+    return [LabModel(name=s.name, model=s.model, config=s.config, sigma=s.sigma, source="starter",
+                     history=s.history, command=s.command) for s in load_starters(folder, names)]
+
+
 class ModelList(traitlets.HasTraits):
     names = traitlets.List(traitlets.Unicode())
     revision = traitlets.Int(0)  # +1 on every add, a replacement included
