@@ -26,6 +26,11 @@ def test_the_independent_check_in_results_md_is_its_results_file():
     assert {"strong", "strong-t3"} <= set(report["models"][0]["suites"])
 
 
+def test_fig7s_table_in_results_md_is_its_results_file():
+    doc = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
+    assert verdict.doc_block(doc, "adaptive") == verdict.adaptive_markdown(FULL)
+
+
 def test_every_number_in_the_robustness_rows_is_in_the_results_files():
     table = verdict.fig4_table(FULL)
     assert table is not None, "the full-scale Fig. 4 results are committed"

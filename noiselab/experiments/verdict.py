@@ -373,7 +373,36 @@ def independent_markdown(folder: str | Path) -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"verdict": verdict_markdown, "independent": independent_markdown}
+def adaptive_markdown(folder: str | Path) -> str:
+    """Fig. 7's table (<folder>/fig7/results.json): robust accuracy in % of every attack (rows) on every model
+    (columns) at each eps > 0, the clean accuracy of the vote, and each attack's seconds per example (mean over the
+    defended models and eps)."""
+    results = read_json(Path(folder) / "fig7" / "results.json")
+    if not results or not results.get("rows"):
+        return "(not yet run)"
+    table = pd.DataFrame(results["rows"])
+    budgets = sorted(e for e in table["eps"].unique() if e > 0)
+    models = list(dict.fromkeys(table["model"]))
+    lines = ["| attack (robust accuracy in %, ε = " + " / ".join(f"{e:g}" for e in budgets) + ") | "
+             + " | ".join(models) + " | seconds to attack a digit |", "| --- | " + " | ".join("---" for _ in models) + " | --- |"]
+    for attack in dict.fromkeys(table["attack"]):
+        rows = table[table["attack"] == attack]
+        cells = []
+        for model in models:
+            mine = rows[rows["model"] == model].groupby("eps")["accuracy"].mean()
+            cells.append(" / ".join(_points(mine[e]) if e in mine.index else "·" for e in
+                                    ([0.0] if attack == "clean" else budgets)) if len(mine) else "")
+        seconds = rows.loc[rows["eps"] > 0, "seconds_per_example"].mean()
+        lines.append(f"| {attack} | " + " | ".join(cells) + f" | {'' if pd.isna(seconds) else f'{seconds:.2g}'} |")
+    measured, planned = adaptive_progress(folder)
+    first = table.iloc[0]
+    seeds = ", ".join(str(seed) for seed in sorted(table["seed"].unique()))
+    lines += ["", f"({int(first['n']):,} test digits, {results['preset']['samples']} votes a defended prediction, "
+                  f"seed {seeds}; {measured} of {planned} rows measured)"]
+    return "\n".join(lines)
+
+
+BLOCKS = {"verdict": verdict_markdown, "independent": independent_markdown, "adaptive": adaptive_markdown}
 
 
 def _marks(name: str) -> tuple[str, str]:
