@@ -384,7 +384,8 @@ def adaptive_markdown(folder: str | Path) -> str:
     budgets = sorted(e for e in table["eps"].unique() if e > 0)
     models = list(dict.fromkeys(table["model"]))
     lines = ["| attack (robust accuracy in %, ε = " + " / ".join(f"{e:g}" for e in budgets) + ") | "
-             + " | ".join(models) + " | seconds to attack a digit |", "| --- | " + " | ".join("---" for _ in models) + " | --- |"]
+             + " | ".join(models) + " | seconds to attack a digit |",
+             "| --- | " + " | ".join("---" for _ in models) + " | --- |"]
     for attack in dict.fromkeys(table["attack"]):
         rows = table[table["attack"] == attack]
         cells = []
