@@ -263,7 +263,10 @@ def recipe_summary(results: dict, quick: bool) -> tuple[pd.DataFrame, dict]:
 
 
 def recipe(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
-    results = run_sweep("recipe", *ablation_grids(quick, data_root, device)["recipe"], out, **hooks)
+    # its references and several of its variants are cells of Fig. 4, the loss ablation and Fig. 6 (same settings):
+    # their finished trainings are evaluated, not redone (PGD-AT's take most of an hour each on a CPU)
+    results = run_sweep("recipe", *ablation_grids(quick, data_root, device)["recipe"], out,
+                        adopt_from=[out.parent / name for name in ("fig4", "losses", "fig6")], **hooks)
     summary, answers = recipe_summary(results, quick)
     summary.to_csv(out / "recipe.csv", index=False)
     write_json(out / "summary.json", answers)

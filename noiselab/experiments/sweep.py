@@ -89,12 +89,13 @@ def run_sweep(
     backend: str = "local",
     ray_options=None,
     on_status: Callable[[SweepStatus], None] | None = None,
-    adopt_from: str | Path | None = None,
+    adopt_from: str | Path | list[str | Path] | None = None,
 ) -> dict:
     """Train and attack every cell not yet in <out>/results.json; return the results dict.
 
-    adopt_from: another sweep's folder whose finished trainings stand in for this grid's identical cells (see
-    adopt_training); their records say so ("training_from") and keep the training's own history and time.
+    adopt_from: another sweep's folder (or several, the first that has a cell wins) whose finished trainings stand
+    in for this grid's identical cells (see adopt_training); their records say so ("training_from") and keep the
+    training's own history and time.
 
     backend "local" runs the cells one after another in this process; "ray" runs each as a Ray task
     (`ray_options`: a noiselab.experiments.ray_backend.RayOptions). Either way this process alone writes
@@ -137,7 +138,9 @@ def run_sweep(
     titles = {key: f"{cell_label(asdict(config))} (seed {config.seed})" for key, config in zip(keys, configs)}
     status = SweepStatus(out, titles, set(results["cells"]), backend)
     pending = [(key, cell, config) for key, cell, config in zip(keys, cells, configs) if key not in results["cells"]]
-    adopted = adopt_training(adopt_from, out, base, [cell for _, cell, _ in pending]) if adopt_from else {}
+    adopted: dict[str, str] = {}
+    for source in [adopt_from] if isinstance(adopt_from, (str, Path)) else adopt_from or []:
+        adopted |= adopt_training(source, out, base, [cell for key, cell, _ in pending if key not in adopted])
 
     def store(key: str, record: dict) -> None:
         if key in results["cells"]:  # a cell is recorded once, whatever happened to the process that ran it
