@@ -211,11 +211,18 @@ def test_fig7_writes_rows_answers_and_a_chart_and_resumes(tmp_path, monkeypatch)
     again = reproduce("fig7", tmp_path, quick=True, device="cpu", progress=messages.append)
     assert len(again["results"]["rows"]) == len(table)  # nothing measured twice
     assert not any("accuracy" in m for m in messages)
+    # a model whose rows are all measured is not trained again, even with its checkpoint gone
+    (folder / "checkpoints" / "sampled-sigma0.6.pt").unlink()
+    messages.clear()
+    reproduce("fig7", tmp_path, quick=True, device="cpu", progress=messages.append)
+    assert "fig7: sampled σ=0.6 (seed 0): every row already measured" in messages
+    assert not (folder / "checkpoints" / "sampled-sigma0.6.pt").exists()
     # rows measured on another training of a model (its checkpoint lost and trained again) are not mixed in
     stored = json.loads((folder / "results.json").read_text())
     for row in stored["rows"]:
         if row["model"] == "vanilla":
             row["training"]["loss"] += 0.01
+    stored["rows"] = [row for row in stored["rows"] if (row["model"], row["eps"]) != ("vanilla", 0.2)]
     (folder / "results.json").write_text(json.dumps(stored))
     with pytest.raises(ValueError, match=r"the stored rows of vanilla \(seed 0\) were measured on another training"):
         reproduce("fig7", tmp_path, quick=True, device="cpu")

@@ -179,6 +179,16 @@ def _attack_models(name: str, preset_: AdaptivePreset, cells: list[dict], out: P
         label, seed = cell_label(overrides), config.seed
         if stop is not None and stop.is_set():
             break
+        defended = config.method != "vanilla"
+        attacks = preset_.attacks if defended else preset_.undefended_attacks
+        # the clean row once per model, then every attack at every eps > 0
+        jobs = [("clean", attacks[0][1], {}, 0.0)] + [
+            (attack_label, attack_name, options, eps) for attack_label, attack_name, options in attacks
+            for eps in preset_.eps if eps > 0]
+        if all(_row_key(label, job[0], job[3], seed) in done for job in jobs):
+            # every row measured: its training is not needed again (nor retrained if its checkpoint is gone)
+            progress(f"{name}: {label} (seed {seed}): every row already measured")
+            continue
         progress(f"{name}: {label} (seed {seed}): training (or loading its checkpoint)")
         callback = (lambda p, o=overrides: on_train_progress(o, p)) if on_train_progress else None
         from_ = adopted.get(cell_key({**overrides, "seed": seed}))
@@ -191,12 +201,6 @@ def _attack_models(name: str, preset_: AdaptivePreset, cells: list[dict], out: P
         fingerprint = _training_fingerprint(trained.history)
         _check_same_training(results["rows"], label, seed, fingerprint, out / "checkpoints" / f"{_stem(config)}.pt")
         model = trained.model.eval()
-        defended = config.method != "vanilla"
-        attacks = preset_.attacks if defended else preset_.undefended_attacks
-        # the clean row once per model, then every attack at every eps > 0
-        jobs = [("clean", attacks[0][1], {}, 0.0)] + [
-            (attack_label, attack_name, options, eps) for attack_label, attack_name, options in attacks
-            for eps in preset_.eps if eps > 0]
         for attack_label, attack_name, options, eps in jobs:
             if _row_key(label, attack_label, eps, seed) in done:
                 continue
