@@ -220,3 +220,33 @@ def test_the_adaptive_attack_row_follows_its_rule(tmp_path, closed_form, word):
     # the strongest of each kind is the one compared, and its cost beside: 0.2 s against EOT-PGD k=32's 1 s
     assert "closed-form PGD" in verdict_row["evidence"] and "EOT-PGD k=32 42.0" in verdict_row["evidence"]
     assert "0.2× the seconds" in verdict_row["evidence"]
+
+
+def test_the_loss_ablations_own_trainings_are_kept_as_weights_and_go_back(tmp_path):
+    import torch
+
+    from noiselab.checkpoint import load_checkpoint
+    from noiselab.experiments.sweep import cell_key, checkpoint_path
+
+    source = REPO / "docs" / "results" / "weights" / "noise-sigma0.3-seed0.pt"
+    config = load_checkpoint(source)["config"]
+    own = {"overrides": {"method": "noise", "sigma": 0.3, "loss": "stochastic", "seed": 0},
+           "label": "noise σ=0.3 loss=stochastic", "config": config}
+    adopted = {"overrides": {"method": "vanilla", "seed": 0}, "label": "vanilla", "config": config,
+               "training_from": "fig4"}
+    results = json.dumps({"experiment": "losses", "cells": {"a": own, "b": adopted}})
+    for run in ("made", "fresh"):
+        (tmp_path / run / "losses").mkdir(parents=True)
+        (tmp_path / run / "losses" / "results.json").write_text(results)
+    for cell in (own, adopted):
+        target = checkpoint_path(tmp_path / "made" / "losses", cell_key(cell["overrides"]))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+
+    written = verdict.export_weights(tmp_path / "made", tmp_path / "weights")
+    # the adopted training is Fig. 4's, kept with Fig. 4's weights: only the sweep's own is written
+    assert written == [tmp_path / "weights" / "losses" / "noise-sigma0.3-loss-stochastic-seed0.pt"]
+    restored = verdict.restore_weights(tmp_path / "weights", tmp_path / "fresh")
+    assert restored == [checkpoint_path(tmp_path / "fresh" / "losses", cell_key(own["overrides"]))]
+    for key, tensor in load_checkpoint(source)["model"].items():
+        assert torch.equal(load_checkpoint(restored[0])["model"][key], tensor)

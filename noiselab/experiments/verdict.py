@@ -466,25 +466,38 @@ def load_shipped_curves(path: str | Path | None = None) -> pd.DataFrame:
 
 
 def weights_name(label: str, seed: int) -> str:
-    """'noise σ=0.8', 0 -> 'noise-sigma0.8-seed0.pt'; 'pgd_at ε=0.3', 1 -> 'pgd_at-eps0.3-seed1.pt'."""
-    slug = label.replace(" σ=", "-sigma").replace(" ε=", "-eps").replace(" ", "-")
+    """'noise σ=0.8', 0 -> 'noise-sigma0.8-seed0.pt'; 'pgd_at ε=0.3', 1 -> 'pgd_at-eps0.3-seed1.pt';
+    'noise σ=0.5 loss=mse', 1 -> 'noise-sigma0.5-loss-mse-seed1.pt'."""
+    slug = label.replace(" σ=", "-sigma").replace(" ε=", "-eps").replace(" ", "-").replace("=", "-")
     return f"{slug}-seed{seed}.pt"
 
 
+# the sweeps whose trained models are kept as weights-only files: Fig. 4's at the top of the weights folder (the
+# headline models), the loss ablation's in <weights>/losses/ (the recipe ablation adopts its trainings)
+WEIGHTS_SWEEPS = {"fig4": ".", "losses": "losses"}
+
+
+def _sweep_cells(folder: Path, sweep: str) -> list[dict]:
+    """A sweep's finished cells that trained their own model (an adopted training is kept where it was made)."""
+    results = read_json(folder / sweep / "results.json") or {"cells": {}}
+    return [cell for cell in results["cells"].values() if not cell.get("training_from")]
+
+
 def export_weights(folder: str | Path, out: str | Path) -> list[Path]:
-    """Weights-only copies of the finished Fig. 4 cells' models (<folder>/fig4/checkpoints, which are not committed:
-    they hold Adam's state too) into `out`, named by weights_name, and Fig. 7's models' (<folder>/fig7/checkpoints)
-    into `out`/fig7 under their own names. Cells whose checkpoint is gone are skipped."""
+    """Weights-only copies of the models of the finished cells of the sweeps in WEIGHTS_SWEEPS (their
+    <folder>/<sweep>/checkpoints are not committed: they hold Adam's state too) into `out` (Fig. 4's) or a
+    subfolder of it, named by weights_name, and Fig. 7's models' (<folder>/fig7/checkpoints) into `out`/fig7 under
+    their own names. Cells whose checkpoint is gone are skipped."""
     from ..checkpoint import load_checkpoint, save_weights_only
     from .sweep import cell_key, checkpoint_path
 
-    results = read_json(Path(folder) / "fig4" / "results.json") or {"cells": {}}
     written = []
-    for cell in results["cells"].values():
-        source = checkpoint_path(Path(folder) / "fig4", cell_key(cell["overrides"]))
-        if source.is_file():
-            target = Path(out) / weights_name(cell["label"], cell["config"]["seed"])
-            written.append(save_weights_only(target, load_checkpoint(source)))
+    for sweep, subfolder in WEIGHTS_SWEEPS.items():
+        for cell in _sweep_cells(Path(folder), sweep):
+            source = checkpoint_path(Path(folder) / sweep, cell_key(cell["overrides"]))
+            if source.is_file():
+                target = Path(out) / subfolder / weights_name(cell["label"], cell["config"]["seed"])
+                written.append(save_weights_only(target, load_checkpoint(source)))
     # Fig. 7's models, under their own names: its rows continue on the same trainings in a later session
     for source in sorted((Path(folder) / "fig7" / "checkpoints").glob("*.pt")):
         written.append(save_weights_only(Path(out) / "fig7" / source.name, load_checkpoint(source)))
@@ -492,31 +505,33 @@ def export_weights(folder: str | Path, out: str | Path) -> list[Path]:
 
 
 def restore_weights(weights: str | Path, folder: str | Path) -> list[Path]:
-    """The inverse of export_weights: put the committed weights-only copies back where the Fig. 4 sweep keeps its
-    checkpoints (<folder>/fig4/checkpoints, not committed; Fig. 7's from <weights>/fig7/ likewise), so that a fresh
-    clone can attack them again or lend their training to Fig. 6's identical cells (run_sweep's adopt_from). A
-    weights-only checkpoint stands for a finished training (train's resume takes it as done). Only a file whose
-    settings are the cell's own is put back; a checkpoint already there is kept."""
+    """The inverse of export_weights: put the committed weights-only copies back where each sweep keeps its
+    checkpoints (<folder>/fig4/checkpoints, <folder>/losses/checkpoints, not committed; Fig. 7's from
+    <weights>/fig7/ likewise), so that a fresh clone can attack them again or lend their training to another
+    sweep's identical cells (run_sweep's adopt_from). A weights-only checkpoint stands for a finished training
+    (train's resume takes it as done). Only a file whose settings are the cell's own is put back; a checkpoint
+    already there is kept."""
     from .._files import copy_atomically
     from ..checkpoint import load_checkpoint
     from ..train import TrainConfig, changed_settings
     from .sweep import cell_key, checkpoint_path
 
-    sweep = Path(folder) / "fig4"
-    results = read_json(sweep / "results.json") or {"cells": {}}
     restored = []
-    for cell in results["cells"].values():
-        source = Path(weights) / weights_name(cell["label"], cell["config"]["seed"])
-        target = checkpoint_path(sweep, cell_key(cell["overrides"]))
-        if not source.is_file() or target.exists():
-            continue
-        stored, expected = (TrainConfig.with_defaults(c) for c in (load_checkpoint(source)["config"], cell["config"]))
-        changed = changed_settings(stored, expected)
-        if changed:
-            raise ValueError(f"{source} was trained with other settings than the cell {cell['label']!r} of "
-                             f"{sweep / 'results.json'} ({', '.join(changed)}); it is not that cell's model")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        restored.append(copy_atomically(source, target, "a checkpoint"))
+    for sweep_name, subfolder in WEIGHTS_SWEEPS.items():
+        sweep = Path(folder) / sweep_name
+        for cell in _sweep_cells(Path(folder), sweep_name):
+            source = Path(weights) / subfolder / weights_name(cell["label"], cell["config"]["seed"])
+            target = checkpoint_path(sweep, cell_key(cell["overrides"]))
+            if not source.is_file() or target.exists():
+                continue
+            stored, expected = (TrainConfig.with_defaults(c) for c in (load_checkpoint(source)["config"],
+                                                                         cell["config"]))
+            changed = changed_settings(stored, expected)
+            if changed:
+                raise ValueError(f"{source} was trained with other settings than the cell {cell['label']!r} of "
+                                 f"{sweep / 'results.json'} ({', '.join(changed)}); it is not that cell's model")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            restored.append(copy_atomically(source, target, "a checkpoint"))
     # Fig. 7's models (a weights-only checkpoint is a finished training to train(); fig7 refuses rows of another)
     for source in sorted((Path(weights) / "fig7").glob("*.pt")):
         target = Path(folder) / "fig7" / "checkpoints" / source.name
