@@ -383,9 +383,23 @@ def sweep_command(args: argparse.Namespace) -> int:
     summary = summarize(robust_table(results)) if results["cells"] else None
     if summary is not None:
         print(summary.to_string(index=False))
+        _save_sweep_summary(summary, Path(args.out))
     done = len(results["cells"])
     print(f"{done} of {len(cells)} cells done; results in {Path(args.out) / 'results.json'}", file=sys.stderr)
     return 0 if done == len(cells) else 130
+
+
+def _save_sweep_summary(summary, out: Path) -> None:
+    """The finished cells' summary as <out>/summary.csv and its chart, robust accuracy against eps (sweep.html,
+    sweep.png); without Altair (a machine with the core only) the CSV alone, saying so."""
+    summary.to_csv(out / "summary.csv", index=False)
+    try:
+        from .charts import robustness_chart, save_chart
+    except ImportError as error:
+        print(f"no chart of the sweep ({error}); the summary is in {out / 'summary.csv'}", file=sys.stderr)
+        return
+    files = save_chart(robustness_chart(summary, f"robust accuracy against ε — {out.name}"), out, "sweep")
+    print(f"summary in {out / 'summary.csv'}, chart in {', '.join(str(f) for f in files)}", file=sys.stderr)
 
 
 def reproduce_command(args: argparse.Namespace) -> int:

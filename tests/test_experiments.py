@@ -121,6 +121,11 @@ def test_sweep_cli_runs_a_grid_and_prints_the_summary(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     stages = [row["stage"] for row in next(iter(results["cells"].values()))["robust"]]
     assert stages == ["clean", "fgsm", "pgd", "clean", "fgsm", "pgd"]
+    # the summary as a file and a chart beside the results
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert set(summary["label"]) == {"vanilla", "noise σ=0.5", "fgsm_rs ε=0.2"} and set(summary["eps"]) == {0, 0.1}
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+    assert "cdn.jsdelivr" not in (tmp_path / "sweep.html").read_text()
 
 
 def test_a_rerun_with_other_settings_does_not_reuse_the_finished_cells(tmp_path):
