@@ -201,3 +201,33 @@ def test_a_finished_weights_only_checkpoint_resumes_as_finished_and_a_half_one_i
     light_half = save_weights_only(tmp_path / "light-half.pt", load_checkpoint(half))
     with pytest.raises(ValueError, match=r"weights only \(no optimizer state\), taken at step 1 of 2"):
         train(config, checkpoint=light_half, resume=True)
+
+
+def test_a_sweep_takes_the_results_of_cells_another_sweep_attacked_the_same_way(tmp_path):
+    from noiselab.experiments.sweep import cell_key, checkpoint_path
+
+    base = TrainConfig(model="demo-cnn", train_limit=200, epochs=1, batch_size=50, device="cpu")
+    first = run_sweep("fig4", base, [{"method": "vanilla", "seed": 0}, {"method": "noise", "sigma": 0.5, "seed": 0}],
+                      EvalSpec([0.0, 0.1, 0.2], ["fgsm"], 40), tmp_path / "fig4")
+    # the loss ablation spells the default loss out: the same settings, another key
+    cells = [{"method": "noise", "sigma": 0.5, "loss": "stochastic", "seed": 0},
+             {"method": "noise", "sigma": 0.5, "loss": "mse", "seed": 0}]
+    messages = []
+    second = run_sweep("losses", base, cells, EvalSpec([0.0, 0.2], ["fgsm"], 40), tmp_path / "losses",
+                       progress=messages.append, adopt_from=tmp_path / "fig4")
+    source = first["cells"][cell_key({"method": "noise", "sigma": 0.5, "seed": 0})]
+    taken, trained = second["cells"][cell_key(cells[0])], second["cells"][cell_key(cells[1])]
+    assert taken["results_from"] == "fig4" and taken["training_from"] == "fig4"
+    assert taken["robust"] == [row for row in source["robust"] if row["eps"] in (0.0, 0.2)]  # its budgets only
+    assert taken["history"] == source["history"] and taken["overrides"] == cells[0]
+    assert not checkpoint_path(tmp_path / "losses", cell_key(cells[0])).exists()  # not trained, not attacked
+    assert "results_from" not in trained and checkpoint_path(tmp_path / "losses", cell_key(cells[1])).exists()
+    assert any("fig4's results of the same cell, attacked the same way" in m for m in messages)
+    stored = json.loads((tmp_path / "losses" / "results.json").read_text())
+    assert stored["cells"][cell_key(cells[0])]["results_from"] == "fig4"
+    # attacked otherwise (other attacks, other test examples, a budget the source did not measure): trained here
+    for name, evaluation in [("attacks", EvalSpec([0.0, 0.2], ["pgd"], 40)), ("limit", EvalSpec([0.0], ["fgsm"], 30)),
+                             ("eps", EvalSpec([0.0, 0.3], ["fgsm"], 40))]:
+        other = run_sweep("losses", base, cells[:1], evaluation, tmp_path / name, adopt_from=tmp_path / "fig4")
+        record = other["cells"][cell_key(cells[0])]
+        assert "results_from" not in record and record["training_from"] == "fig4", name

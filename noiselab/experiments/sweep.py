@@ -31,8 +31,8 @@ from .records import check_output_folder, environment, read_json, write_json
 from .status import SweepStatus
 
 # one cell's pieces live in cells.py (which the Ray backend builds on too); they are named here as before
-__all__ = ["BACKENDS", "CellsFailed", "EvalSpec", "adopt_training", "cell_key", "cell_label", "checkpoint_path",
-           "format_eps", "print_progress", "robust_table", "run_cell", "run_sweep", "summarize"]
+__all__ = ["BACKENDS", "CellsFailed", "EvalSpec", "adopt_results", "adopt_training", "cell_key", "cell_label",
+           "checkpoint_path", "format_eps", "print_progress", "robust_table", "run_cell", "run_sweep", "summarize"]
 
 
 BACKENDS = ("local", "ray")
@@ -47,28 +47,71 @@ def _as_json(value):
     return json.loads(json.dumps(value))
 
 
+def _same_cell(finished: dict, config: TrainConfig) -> tuple[str, dict] | None:
+    """The (key, record) of the finished cell in `finished` trained under the very settings of `config` (whatever
+    overrides named them: {"loss": "stochastic"} is the default spelled out), with every epoch done; None if none."""
+    wanted = asdict(config)
+    for key, record in finished.items():
+        stored = TrainConfig.with_defaults(record.get("config", {}))
+        if not changed_settings(stored, wanted) and len(record.get("history", [])) == config.epochs:
+            return key, record
+    return None
+
+
+def adopt_results(source: str | Path, out: Path, base: TrainConfig, evaluation: EvalSpec,
+                  cells: list[dict]) -> dict[str, dict]:
+    """Records for the cells that the sweep in `source` finished under the very same settings and attacked the same
+    way (the same attacks, on the same test examples, at every eps of `evaluation` among its own): the source's
+    numbers at this evaluation's eps, taken as they are. Nothing is measured again, and nothing would change if it
+    were: robust_accuracy attacks each eps afresh, seeded by the cell's seed. A cell with a checkpoint in `out` (its
+    own training, or one adopted by an earlier run) is left to be evaluated here. Returns {key: record}; each record
+    says so ("results_from", and "training_from" where the model was trained)."""
+    source = Path(source)
+    results = read_json(source / "results.json") or {}
+    spec = results.get("evaluation")
+    if not spec or spec.get("attacks") != _as_json(evaluation.attacks) or spec.get("limit") != evaluation.limit:
+        return {}
+    if not set(evaluation.eps) <= set(spec.get("eps", [])):
+        return {}
+    adopted = {}
+    for cell in cells:
+        found = _same_cell(results.get("cells", {}), replace(base, **cell))
+        if found is None or checkpoint_path(out, cell_key(cell)).exists():
+            continue
+        _, record = found
+        robust = [row for row in record["robust"] if row["eps"] in evaluation.eps]
+        adopted[cell_key(cell)] = record | {"overrides": cell, "label": cell_label(asdict(replace(base, **cell))),
+                                            "robust": robust, "results_from": source.name,
+                                            "training_from": record.get("training_from", source.name)}
+    return adopted
+
+
 def adopt_training(source: str | Path, out: Path, base: TrainConfig, cells: list[dict],
                    target_of: Callable[[str], Path] | None = None) -> dict[str, str]:
     """Let the sweep in `out` evaluate, without training them again, the cells that the sweep in `source` finished
-    training under the very same settings (the grids of Figs. 4 and 6 share cells): their checkpoints are copied to
-    <out>/checkpoints/ (or to target_of(key)), where run_cell's resume finds a finished training. A cell that has
-    its own checkpoint in `out` keeps it (and is not adopted); one holding the very file copied by an earlier run of
-    this sweep is. Returns {key: source folder's name} for the cells adopted."""
+    training under the very same settings (the grids of Figs. 4 and 6 share cells; the cells are matched by their
+    settings, not by how their overrides spell them): their checkpoints are copied to <out>/checkpoints/ (or to
+    target_of(key)), where run_cell's resume finds a finished training. A cell that has its own checkpoint in `out`
+    keeps it (and is not adopted); one holding the very file copied by an earlier run of this sweep is. Returns
+    {key: source folder's name} for the cells adopted."""
     source = Path(source)
     finished = (read_json(source / "results.json") or {}).get("cells", {})
     target_of = target_of or (lambda key: checkpoint_path(out, key))
     adopted = {}
     for cell in cells:
         key = cell_key(cell)
-        origin, target = checkpoint_path(source, key), target_of(key)
-        if key not in finished or not origin.is_file():
+        config = replace(base, **cell)
+        found = _same_cell(finished, config)
+        if found is None:
+            continue
+        origin, target = checkpoint_path(source, found[0]), target_of(key)
+        if not origin.is_file():
             continue
         if target.exists():  # adopted by an earlier run of this sweep (the very file), or its own training
             if filecmp.cmp(origin, target, shallow=False):
                 adopted[key] = source.name
             continue
         state = load_checkpoint(origin)
-        config = replace(base, **cell)
         stored = TrainConfig.with_defaults(state["config"])
         if not changed_settings(stored, asdict(config)) and len(state.get("history", [])) == config.epochs:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -93,9 +136,10 @@ def run_sweep(
 ) -> dict:
     """Train and attack every cell not yet in <out>/results.json; return the results dict.
 
-    adopt_from: another sweep's folder (or several, the first that has a cell wins) whose finished trainings stand
-    in for this grid's identical cells (see adopt_training); their records say so ("training_from") and keep the
-    training's own history and time.
+    adopt_from: another sweep's folder (or several, the first that has a cell wins) whose finished cells stand in
+    for this grid's identical ones: their results where they were attacked the same way (see adopt_results: the
+    records say "results_from"), else their trainings (see adopt_training: this sweep attacks them; the records say
+    "training_from" and keep the training's own history and time).
 
     backend "local" runs the cells one after another in this process; "ray" runs each as a Ray task
     (`ray_options`: a noiselab.experiments.ray_backend.RayOptions). Either way this process alone writes
@@ -138,8 +182,19 @@ def run_sweep(
     titles = {key: f"{cell_label(asdict(config))} (seed {config.seed})" for key, config in zip(keys, configs)}
     status = SweepStatus(out, titles, set(results["cells"]), backend)
     pending = [(key, cell, config) for key, cell, config in zip(keys, cells, configs) if key not in results["cells"]]
+    sources = [adopt_from] if isinstance(adopt_from, (str, Path)) else adopt_from or []
+    for source in sources:  # finished elsewhere and attacked the same way: recorded as they are
+        records = adopt_results(source, out, base, evaluation, [cell for _, cell, _ in pending])
+        for key, record in records.items():
+            results["cells"][key] = record
+            status.update(key, state="done")
+            if progress:
+                progress(f"{titles[key]}: {Path(source).name}'s results of the same cell, attacked the same way")
+        if records:
+            write_json(results_path, results)
+            pending = [item for item in pending if item[0] not in records]
     adopted: dict[str, str] = {}
-    for source in [adopt_from] if isinstance(adopt_from, (str, Path)) else adopt_from or []:
+    for source in sources:
         adopted |= adopt_training(source, out, base, [cell for key, cell, _ in pending if key not in adopted])
 
     def store(key: str, record: dict) -> None:
