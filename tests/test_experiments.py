@@ -177,6 +177,8 @@ def test_a_sweep_adopts_the_identical_cells_another_sweep_finished_training(tmp_
     rerun = run_sweep("fourth", base, [cells[0], {"method": "vanilla", "seed": 0}], EvalSpec([0.0], ["fgsm"], 40),
                       fourth, adopt_from=tmp_path / "first")
     assert rerun["cells"][key]["training_from"] == "first" and "training_from" not in rerun["cells"][other]
+    # (attacked as the source was, the copied training's results are the source's; its own training is attacked)
+    assert rerun["cells"][key]["results_from"] == "first" and "results_from" not in rerun["cells"][other]
     # several sources: each cell from the first that finished it
     fifth = run_sweep("fifth", base, [cells[0], cells[1]], EvalSpec([0.0], ["fgsm"], 40), tmp_path / "fifth",
                       adopt_from=[tmp_path / "third", tmp_path / "second"])

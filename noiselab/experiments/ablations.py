@@ -121,7 +121,7 @@ def loss_cells(seeds: int) -> list[dict]:
 def losses(out: Path, quick: bool = False, data_root: str | None = None, device: str = "auto", **hooks) -> dict:
     preset = _ablation_preset(quick, data_root, device)
     title = f"Loss ablation: robust accuracy vs ε, σ = {LOSS_SIGMA:g}" + (" — quick mode" if quick else "")
-    # its vanilla cells are Fig. 4's (same settings): their finished trainings are evaluated, not redone
+    # its vanilla cells and the stochastic loss's are Fig. 4's (same settings): their results are taken as they are
     return robustness_figure("losses", preset, out, title, cells=loss_cells(preset.seeds),
                              adopt_from=out.parent / "fig4", **hooks)
 

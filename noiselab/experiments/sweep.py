@@ -63,9 +63,9 @@ def adopt_results(source: str | Path, out: Path, base: TrainConfig, evaluation: 
     """Records for the cells that the sweep in `source` finished under the very same settings and attacked the same
     way (the same attacks, on the same test examples, at every eps of `evaluation` among its own): the source's
     numbers at this evaluation's eps, taken as they are. Nothing is measured again, and nothing would change if it
-    were: robust_accuracy attacks each eps afresh, seeded by the cell's seed. A cell with a checkpoint in `out` (its
-    own training, or one adopted by an earlier run) is left to be evaluated here. Returns {key: record}; each record
-    says so ("results_from", and "training_from" where the model was trained)."""
+    were: robust_accuracy attacks each eps afresh, seeded by the cell's seed. A cell with a training of its own in
+    `out` (a checkpoint other than a copy of the source's) is left to be evaluated here. Returns {key: record}; each
+    record says so ("results_from", and "training_from" where the model was trained)."""
     source = Path(source)
     results = read_json(source / "results.json") or {}
     spec = results.get("evaluation")
@@ -76,9 +76,12 @@ def adopt_results(source: str | Path, out: Path, base: TrainConfig, evaluation: 
     adopted = {}
     for cell in cells:
         found = _same_cell(results.get("cells", {}), replace(base, **cell))
-        if found is None or checkpoint_path(out, cell_key(cell)).exists():
+        if found is None:
             continue
-        _, record = found
+        key, record = found
+        own, origin = checkpoint_path(out, cell_key(cell)), checkpoint_path(source, key)
+        if own.exists() and not (origin.is_file() and filecmp.cmp(own, origin, shallow=False)):
+            continue  # a training of its own: evaluated here
         robust = [row for row in record["robust"] if row["eps"] in evaluation.eps]
         adopted[cell_key(cell)] = record | {"overrides": cell, "label": cell_label(asdict(replace(base, **cell))),
                                             "robust": robust, "results_from": source.name,
