@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from noiselab.experiments import EvalSpec, robust_table, run_sweep
+from noiselab.experiments.sweep import cell_key
 from noiselab.train import TrainConfig
 
 
@@ -89,7 +90,12 @@ def test_interrupted_sweep_resumes_without_redoing_or_losing_cells(tmp_path):
     second_messages = []
     second = run_sweep("sweep", base, cells, evaluation, tmp_path, progress=second_messages.append)
     assert len(second["cells"]) == 3
-    assert second_messages == ["sampled σ=0.5 (seed 0): training", "sampled σ=0.5 (seed 0): attacking"]
+    # each attack stage is reported as it finishes (a long evaluation is not silent)
+    assert second_messages == ["sampled σ=0.5 (seed 0): training", "sampled σ=0.5 (seed 0): attacking",
+                               "sampled σ=0.5 (seed 0): attacked at ε 0 with fgsm",
+                               "sampled σ=0.5 (seed 0): attacked at ε 0.1 with fgsm"]
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["cells"][cell_key(cells[2])]["attacked"] == "ε 0.1: fgsm"
     for key, cell in first["cells"].items():
         assert second["cells"][key]["robust"] == cell["robust"]
     table = robust_table(second)
@@ -233,3 +239,16 @@ def test_a_sweep_takes_the_results_of_cells_another_sweep_attacked_the_same_way(
         other = run_sweep("losses", base, cells[:1], evaluation, tmp_path / name, adopt_from=tmp_path / "fig4")
         record = other["cells"][cell_key(cells[0])]
         assert "results_from" not in record and record["training_from"] == "fig4", name
+
+
+def test_the_status_table_shows_a_cells_training_step_or_the_attack_it_has_reached():
+    import time
+
+    from noiselab.experiments.status import format_status
+
+    cells = {"a": {"label": "vanilla (seed 0)", "state": "training", "step": 40, "total_steps": 469},
+             "b": {"label": "noise σ=0.5 (seed 0)", "state": "attacking", "step": 469, "total_steps": 469,
+                   "attacked": "ε 0.1: apgd-ce"}}
+    table = format_status({"cells": cells, "backend": "local", "updated": time.time()})
+    assert "40/469" in table.splitlines()[1] and "ε 0.1: apgd-ce" in table.splitlines()[2]
+    assert "1 training, 1 attacking" in table

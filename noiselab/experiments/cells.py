@@ -83,8 +83,10 @@ def run_cell(
     on_phase: Callable[[str], None] | None = None,
     on_train_progress: Callable[[TrainProgress], None] | None = None,
     stop=None,
+    on_attack_stage: Callable[[float, str], None] | None = None,
 ) -> dict | None:
     """Train one cell (resuming its checkpoint in <out>/checkpoints/), attack it, return its record; None if stopped.
+    on_attack_stage(eps, attack) is called as each attack of the evaluation finishes at each eps.
 
     The same function runs a cell in-process and inside a Ray task, so both backends write the same records."""
     device = resolve_device(config.device)
@@ -101,7 +103,8 @@ def run_cell(
     started = time.perf_counter()
     x, y = data.tensors("test", limit=evaluation.limit)
     attacks = [tuple(a) if isinstance(a, list) else a for a in evaluation.attacks]
-    table = robust_accuracy(trained.model, x, y, eps=evaluation.eps, attacks=attacks, seed=config.seed)
+    table = robust_accuracy(trained.model, x, y, eps=evaluation.eps, attacks=attacks, seed=config.seed,
+                            progress=on_attack_stage)
     return {
         "overrides": overrides, "label": cell_label(asdict(config)), "config": asdict(config),
         "history": trained.history,

@@ -68,6 +68,8 @@ def format_status(status: dict) -> str:
     lines = [f"{'cell':<28} {'state':<10} {'attempt':>7} {'step':>13}  where"]
     for cell in status["cells"].values():
         step = f"{cell['step']}/{cell['total_steps']}" if "step" in cell else ""
+        if cell.get("state") == "attacking" and cell.get("attacked"):
+            step = cell["attacked"]  # the attack stage last finished, where the training steps were
         where = f"pid {cell['pid']} on {cell.get('node', '?')}" if "pid" in cell else ""
         if cell.get("error"):
             where = f"{where}: {cell['error']}" if where else cell["error"]

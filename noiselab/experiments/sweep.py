@@ -252,7 +252,12 @@ def _run_locally(pending, evaluation, out, status, store, titles, progress, on_t
             if on_train_progress:
                 on_train_progress(overrides, p)
 
-        record = run_cell(config, overrides, evaluation, out, data, on_phase, on_step, stop)
+        def on_attack_stage(eps: float, attack: str, key=key) -> None:
+            status.update(key, attacked=f"ε {format_eps(eps)}: {attack}")
+            if progress:
+                progress(f"{titles[key]}: attacked at ε {format_eps(eps)} with {attack}")
+
+        record = run_cell(config, overrides, evaluation, out, data, on_phase, on_step, stop, on_attack_stage)
         if record is None:
             status.update(key, state="stopped")
             break
