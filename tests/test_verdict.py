@@ -31,6 +31,30 @@ def test_fig7s_table_in_results_md_is_its_results_file():
     assert verdict.doc_block(doc, "adaptive") == verdict.adaptive_markdown(FULL)
 
 
+@pytest.mark.parametrize("block", ["losses", "fig5-reduced"])
+def test_the_loss_ablations_and_reduced_fig5s_tables_in_results_md_are_their_results_files(block):
+    doc = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
+    assert verdict.doc_block(doc, block) == verdict.BLOCKS[block](FULL)
+    assert "(not yet run)" not in verdict.doc_block(doc, block)
+
+
+def test_a_sweeps_table_gives_each_models_mean_and_spread_over_seeds_at_each_eps(tmp_path):
+    def cell(label, seed, accuracies, origin=None):
+        robust = [{"eps": 0.0, "stage": "clean", "accuracy": 0.9, "n": 200}]
+        robust += [{"eps": eps, "stage": "fgsm", "accuracy": a, "n": 200} for eps, a in accuracies.items()]
+        return {"label": label, "config": {"method": "noise", "sigma": 0.5, "seed": seed}, "robust": robust,
+                "train_seconds": 120.0 * (seed + 1)} | ({"training_from": origin} if origin else {})
+
+    cells = {"a0": cell("noise σ=0.5", 0, {8 / 255: 0.5}, "fig4"), "a1": cell("noise σ=0.5", 1, {8 / 255: 0.7})}
+    results = {"experiment": "sweep", "cells": cells, "evaluation": {"attacks": ["fgsm"], "limit": 200},
+               "base_config": {"dataset": "cifar10", "model": "cifar-cnn", "epochs": 5, "train_limit": 10_000}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    table = verdict.sweep_markdown(tmp_path / "results.json")
+    assert "| noise σ=0.5 | 90.0 ± 0.0 (2 seeds) | 60.0 ± 14.1 (2 seeds) | 3.0 | fig4, this sweep |" in table
+    assert "ε = 8/255" in table and "5 epochs on 10,000 training images" in table and "first 200 test" in table
+    assert verdict.sweep_markdown(tmp_path / "nothing.json") == "(not yet run)"
+
+
 def test_every_number_in_the_robustness_rows_is_in_the_results_files():
     table = verdict.fig4_table(FULL)
     assert table is not None, "the full-scale Fig. 4 results are committed"
@@ -99,7 +123,9 @@ def test_the_committed_weights_go_back_where_the_sweep_keeps_its_checkpoints(tmp
     (tmp_path / "fig4" / "results.json").write_bytes((FULL / "fig4" / "results.json").read_bytes())
     weights = REPO / "docs" / "results" / "weights"
     restored = verdict.restore_weights(weights, tmp_path)
-    assert len(restored) == len(list(weights.glob("*.pt")))
+    assert len([path for path in restored if (tmp_path / "fig4") in path.parents]) == len(list(weights.glob("*.pt")))
+    assert {path.name for path in restored if (tmp_path / "fig7") in path.parents} == {
+        path.name for path in (weights / "fig7").glob("*.pt")}
     cells = json.loads((FULL / "fig4" / "results.json").read_text())["cells"]
     for cell in cells.values():
         target = checkpoint_path(tmp_path / "fig4", cell_key(cell["overrides"]))
@@ -243,10 +269,19 @@ def test_the_loss_ablations_own_trainings_are_kept_as_weights_and_go_back(tmp_pa
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(source.read_bytes())
 
+    # Fig. 7's checkpoints: one a copy of a Fig. 4 checkpoint (adopted), one its own training
+    other = REPO / "docs" / "results" / "weights" / "vanilla-seed0.pt"
+    for folder, name, origin in [("fig4", "abc.pt", source), ("fig7", "noise-sigma0.8.pt", source),
+                                 ("fig7", "sampled-sigma0.8.pt", other)]:
+        (tmp_path / "made" / folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "made" / folder / "checkpoints" / name).write_bytes(origin.read_bytes())
+
     written = verdict.export_weights(tmp_path / "made", tmp_path / "weights")
-    # the adopted training is Fig. 4's, kept with Fig. 4's weights: only the sweep's own is written
-    assert written == [tmp_path / "weights" / "losses" / "noise-sigma0.3-loss-stochastic-seed0.pt"]
+    # an adopted training is kept once, with the weights of the sweep that trained it: only each sweep's own
+    assert written == [tmp_path / "weights" / "losses" / "noise-sigma0.3-loss-stochastic-seed0.pt",
+                       tmp_path / "weights" / "fig7" / "sampled-sigma0.8.pt"]
     restored = verdict.restore_weights(tmp_path / "weights", tmp_path / "fresh")
-    assert restored == [checkpoint_path(tmp_path / "fresh" / "losses", cell_key(own["overrides"]))]
+    assert restored == [checkpoint_path(tmp_path / "fresh" / "losses", cell_key(own["overrides"])),
+                        tmp_path / "fresh" / "fig7" / "checkpoints" / "sampled-sigma0.8.pt"]
     for key, tensor in load_checkpoint(source)["model"].items():
         assert torch.equal(load_checkpoint(restored[0])["model"][key], tensor)

@@ -33,6 +33,7 @@ seeds)) (the spread over seeds, and the binomial error of n test points):
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import math
 import re
@@ -403,7 +404,49 @@ def adaptive_markdown(folder: str | Path) -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"verdict": verdict_markdown, "independent": independent_markdown, "adaptive": adaptive_markdown}
+def sweep_markdown(results_path: str | Path) -> str:
+    """A sweep's table (its results.json): per model, its clean and robust accuracy in % at each eps (the worst case
+    over the attacks; mean ± std over seeds), its seeds and training minutes, and where its cells came from."""
+    from .cells import format_eps
+
+    results = read_json(results_path)
+    if not results or not results.get("cells"):
+        return "(not yet run)"
+    table = robust_table(results)
+    cells = list(results["cells"].values())
+    curves = summarize_curves(table.assign(n=cells[0]["robust"][0]["n"]))  # every cell on the same test points
+    budgets = sorted(curves["eps"].unique())
+    lines = ["| model | " + " | ".join("clean" if e == 0 else f"ε = {format_eps(e)}" for e in budgets)
+             + " | training minutes a cell | trained in |",
+             "| --- | " + " | ".join("---" for _ in budgets) + " | --- | --- |"]
+    for label in dict.fromkeys(curves["label"]):
+        mine = curves[curves["label"] == label].set_index("eps")
+        own = [c for c in cells if c["label"] == label]
+        minutes = sum(c["train_seconds"] for c in own) / len(own) / 60
+        origins = sorted({c.get("training_from", "this sweep") for c in own})
+        lines.append(f"| {label} | " + " | ".join(_cell(mine.loc[e]) if e in mine.index else "·" for e in budgets)
+                     + f" | {minutes:.1f} | {', '.join(origins)} |")
+    name = suite_name(results["evaluation"]["attacks"])
+    config = results["base_config"]
+    scale = (f"{config['train_limit']:,} training images" if config.get("train_limit") else "the whole training set")
+    lines += ["", f"({config['dataset']}, {config['model']}, {config['epochs']} epochs on {scale}; "
+                  f"{'the ' + name + ' suite' if name else 'the attacks results.json lists'} on the first "
+                  f"{results['evaluation']['limit']:,} test images; {len(cells)} cells)"]
+    return "\n".join(lines)
+
+
+def losses_markdown(folder: str | Path) -> str:
+    """The loss ablation at full scale (<folder>/losses)."""
+    return sweep_markdown(Path(folder) / "losses" / "results.json")
+
+
+def reduced_cifar_markdown(folder: str | Path) -> str:
+    """Fig. 5 at the CPU's reduced scale (<folder>/../reduced-cpu/fig5-cifar10, beside the full-scale folder)."""
+    return sweep_markdown(Path(folder).parent / "reduced-cpu" / "fig5-cifar10" / "results.json")
+
+
+BLOCKS = {"verdict": verdict_markdown, "independent": independent_markdown, "adaptive": adaptive_markdown,
+          "losses": losses_markdown, "fig5-reduced": reduced_cifar_markdown}
 
 
 def _marks(name: str) -> tuple[str, str]:
@@ -498,9 +541,12 @@ def export_weights(folder: str | Path, out: str | Path) -> list[Path]:
             if source.is_file():
                 target = Path(out) / subfolder / weights_name(cell["label"], cell["config"]["seed"])
                 written.append(save_weights_only(target, load_checkpoint(source)))
-    # Fig. 7's models, under their own names: its rows continue on the same trainings in a later session
+    # Fig. 7's own models, under their own names: its rows continue on the same trainings in a later session (the
+    # ones it adopted from Fig. 4, copies of Fig. 4's checkpoints, are kept once, with Fig. 4's)
+    adopted = list((Path(folder) / "fig4" / "checkpoints").glob("*.pt"))
     for source in sorted((Path(folder) / "fig7" / "checkpoints").glob("*.pt")):
-        written.append(save_weights_only(Path(out) / "fig7" / source.name, load_checkpoint(source)))
+        if not any(filecmp.cmp(source, other, shallow=False) for other in adopted):
+            written.append(save_weights_only(Path(out) / "fig7" / source.name, load_checkpoint(source)))
     return written
 
 
