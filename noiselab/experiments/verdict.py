@@ -415,23 +415,27 @@ def sweep_markdown(results_path: str | Path) -> str:
     table = robust_table(results)
     cells = list(results["cells"].values())
     curves = summarize_curves(table.assign(n=cells[0]["robust"][0]["n"]))  # every cell on the same test points
-    budgets = sorted(curves["eps"].unique())
-    lines = ["| model | " + " | ".join("clean" if e == 0 else f"ε = {format_eps(e)}" for e in budgets)
+    budgets = sorted(e for e in curves["eps"].unique() if e > 0)
+    lines = ["| model | clean | " + " | ".join(f"ε = {format_eps(e)}" for e in budgets)
              + " | training minutes a cell | trained in |",
-             "| --- | " + " | ".join("---" for _ in budgets) + " | --- | --- |"]
+             "| --- | --- | " + " | ".join("---" for _ in budgets) + " | --- | --- |"]
     for label in dict.fromkeys(curves["label"]):
         mine = curves[curves["label"] == label].set_index("eps")
         own = [c for c in cells if c["label"] == label]
+        # the clean accuracy: each eps's first stage (the same test points at every eps, whether or not 0 is one)
+        clean = pd.Series([next(r["accuracy"] for r in c["robust"] if r["stage"] == "clean") for c in own])
+        clean = {"mean": clean.mean(), "std": clean.std() if len(own) > 1 else 0.0, "seeds": len(own)}
         minutes = sum(c["train_seconds"] for c in own) / len(own) / 60
         origins = sorted({c.get("training_from", "this sweep") for c in own})
-        lines.append(f"| {label} | " + " | ".join(_cell(mine.loc[e]) if e in mine.index else "·" for e in budgets)
+        lines.append(f"| {label} | {_cell(clean)} | "
+                     + " | ".join(_cell(mine.loc[e]) if e in mine.index else "·" for e in budgets)
                      + f" | {minutes:.1f} | {', '.join(origins)} |")
     name = suite_name(results["evaluation"]["attacks"])
     config = results["base_config"]
     scale = (f"{config['train_limit']:,} training images" if config.get("train_limit") else "the whole training set")
     lines += ["", f"({config['dataset']}, {config['model']}, {config['epochs']} epochs on {scale}; "
                   f"{'the ' + name + ' suite' if name else 'the attacks results.json lists'} on the first "
-                  f"{results['evaluation']['limit']:,} test images; {len(cells)} cells)"]
+                  f"{results['evaluation']['limit']:,} test images; {len(cells)} cell{'s' if len(cells) > 1 else ''})"]
     return "\n".join(lines)
 
 
