@@ -1,13 +1,14 @@
 # The two commands of the README. Each makes its own virtual environment (.venv) and installs what it needs.
 #   make demo   set up, then serve the interactive lab (Voilà) on http://localhost:8866/ (PORT=... to change)
 #   make test   set up (the browser for the UI tests too), then run the whole test suite
+#   (make test-fast: the tests not marked slow, for the edit-test loop)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint browser clean
+.PHONY: demo test test-fast lint browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +34,17 @@ browser:
 lint: $(STAMP)
 	$(BIN)/ruff check noiselab tests bench
 
+# The suite on TEST_WORKERS pytest-xdist workers (one torch thread each; tests/conftest.py says how they share the
+# machine); TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
 test: $(STAMP) browser lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
+
+# The edit-test loop: everything not marked slow (the core, attacks, training, the CLI), in under 2 minutes
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,9 +1,28 @@
-"""Shared test fixtures: the real data in ../shared/data (see its README)."""
+"""Shared test fixtures: the real data in ../shared/data (see its README); how the suite runs in parallel.
+
+`make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`). Each worker, and every process it
+starts (the CLI in a subprocess, kernels, Ray), computes with one thread, so two workers keep two cores busy
+without oversubscribing them. Tests that share an expensive module fixture (a Voila server, a reference sweep)
+carry an `xdist_group` mark, so one worker runs them all and the fixture is built once. Tests marked `slow` are
+handed out first, so that no long test starts when the other worker has nothing left to do.
+"""
 
 import os
 from pathlib import Path
 
 import pytest
+
+XDIST_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))  # a worker of `pytest -n N`
+if XDIST_WORKER:  # one thread here and in every process the tests start (they inherit the environment)
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
+
+
+def pytest_configure(config):
+    if XDIST_WORKER:
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -38,3 +57,8 @@ def vanilla_demo_model():
     from noiselab.train import TrainConfig, train
 
     return train(TrainConfig(model="demo-cnn", method="vanilla", epochs=2, train_limit=5000, device="cpu")).model
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (a stable sort, so each file keeps its order), so two workers end close together."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -52,11 +52,15 @@ def test_mean_path_rejects_bad_input(small_model_and_digits):
         mean_path_gaps(model, x, 0.5, relu="laplace")
 
 
+@pytest.mark.slow
 def test_reproduce_meanpath_quick_writes_data_and_chart(tmp_path):
+    # 20 test digits, not the quick preset's 100: the same grid of models, rules and sigmas, 5x fewer images
     result = subprocess.run([sys.executable, "-m", "noiselab.cli", "reproduce", "meanpath", "--quick", "--out",
-                             str(tmp_path), "--device", "cpu"], capture_output=True, text=True, timeout=600)
+                             str(tmp_path), "--device", "cpu", "--test-limit", "20"], capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "meanpath"
+    assert json.loads((folder / "results.json").read_text())["images"] == 20
     table = pd.read_csv(folder / "meanpath.csv")
     output = table[table["is_output"]]
     assert set(output["rules"]) == {"paper/paper", "moment/paper", "paper/clark", "moment/clark"}
@@ -91,6 +95,7 @@ def test_input_noise_through_linear_layers_follows_the_diagonal_closed_form():
     torch.testing.assert_close(preact.var, (0.16 * w2.square().sum(1)).expand(5, 3))
 
 
+@pytest.mark.slow
 def test_input_noise_enters_a_convolution_with_its_squared_weights(small_model_and_digits):
     model, x = small_model_and_digits
     _, layers = propagate(model, x, 0.3, relu="moment", pool="clark", return_layers=True, noise_at="input")
@@ -133,6 +138,7 @@ def test_each_training_loss_is_the_term_it_names(small_model_and_digits, loss):
     torch.testing.assert_close(logits, out.mean)
 
 
+@pytest.mark.slow
 def test_under_the_paper_rules_cross_entropy_on_the_means_is_vanilla_training():
     # the mean path of the paper's rules is the network itself (test above), so this 'noise' training is vanilla
     quick = dict(model="demo-cnn", train_limit=256, batch_size=64, epochs=1, device="cpu")
@@ -145,6 +151,7 @@ def test_under_the_paper_rules_cross_entropy_on_the_means_is_vanilla_training():
     assert not torch.allclose(moment.state_dict()["0.weight"], vanilla["0.weight"])
 
 
+@pytest.mark.slow
 def test_under_the_paper_rules_the_mse_term_alone_does_not_see_sigma():
     # its MSE term compares the propagated mean, which is the network's output, with the label: no σ in it
     quick = dict(model="demo-cnn", train_limit=256, batch_size=64, epochs=1, device="cpu", loss="mse")
@@ -207,6 +214,7 @@ def _reproduce(name, out, scale=SMALL):
     return folder, json.loads((folder / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_reproduce_losses_quick_runs_every_loss_with_three_seeds(tmp_path):
     folder, results = _reproduce("losses", tmp_path)
     summary = pd.read_csv(folder / "losses.csv")
@@ -222,6 +230,7 @@ def test_reproduce_losses_quick_runs_every_loss_with_three_seeds(tmp_path):
     assert by_label[("noise σ=0.5 loss=mse", 0.1)] != by_label[("vanilla", 0.1)]
 
 
+@pytest.mark.slow
 def test_reproduce_placement_quick_puts_both_placements_on_one_clean_accuracy_axis(tmp_path):
     folder, results = _reproduce("placement", tmp_path)
     summary = pd.read_csv(folder / "placement.csv")
@@ -289,6 +298,7 @@ def test_relative_training_records_the_first_layers_scale(method):
     assert progress[0].weight_norm != progress[-1].weight_norm
 
 
+@pytest.mark.slow
 def test_reproduce_sigmascale_quick_tracks_the_first_layer_and_both_sigma_modes(tmp_path):
     folder, results = _reproduce("sigmascale", tmp_path, SMALL[:2] + ("--epochs", "2") + SMALL[4:])
     assert len(results["cells"]) == 3 * (1 + 3 + 3)
@@ -304,6 +314,7 @@ def test_reproduce_sigmascale_quick_tracks_the_first_layer_and_both_sigma_modes(
     assert (summary["seeds"] == 3).all() and set(summary["mode"]) == set(training["mode"])
 
 
+@pytest.mark.slow
 def test_reproduce_attackloss_quick_compares_the_objectives_beside_eot(tmp_path):
     folder, results = _reproduce("attackloss", tmp_path)
     summary = pd.read_csv(folder / "attackloss.csv")
@@ -345,6 +356,7 @@ def test_the_losss_sigma_gradient_matches_a_finite_difference(small_model_and_di
         assert gradient == pytest.approx((loss(sigma + h) - loss(sigma - h)) / (2 * h), rel=1e-4, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_reproduce_recipe_quick_ranks_noise_only_variants_under_the_constraints(tmp_path):
     from noiselab.experiments.ablations import RECIPE_REFERENCES, RECIPE_VARIANTS
 
@@ -387,6 +399,7 @@ def test_presets_scale_between_quick_and_full_when_asked():
             pass
 
 
+@pytest.mark.slow
 def test_reproduce_with_a_scale_records_it_and_a_changed_scale_needs_its_own_folder(tmp_path):
     def run(*scale):
         return subprocess.run([sys.executable, "-m", "noiselab.cli", "reproduce", "losses", "--quick", "--out",

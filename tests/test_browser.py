@@ -14,7 +14,8 @@ import time
 import pytest
 from browser_support import ARTIFACTS, launch_chromium, require_browser, save_screenshot, start_voila
 
-pytestmark = pytest.mark.slow
+# one pytest-xdist worker runs this module, with one Voilà server for all its tests
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 LOAD_TIMEOUT_MS = 120_000   # a fresh kernel imports torch and builds the first panel: ~10 s, more on a busy machine
 RESPONSE_LIMIT_S = 1.0      # slider -> chart
@@ -107,12 +108,20 @@ def link_query(page) -> str:
     return page.locator(".noiselab-link a").get_attribute("href")
 
 
+def wait_for_link(page, prefix: str, timeout: float = 30_000) -> str:
+    """The share link once it starts with `prefix` (it follows the open tab a moment after the panel builds)."""
+    page.wait_for_function(
+        "prefix => { const a = document.querySelector('.noiselab-link a');"
+        " return a && (a.getAttribute('href') || '').startsWith(prefix); }", arg=prefix, timeout=timeout)
+    return link_query(page)
+
+
 # ---- the tests -----------------------------------------------------------------------------------------------
 def test_app_loads_and_every_tab_builds_its_panel(browser, voila):
     page = open_lab(browser, voila, panel="censoring")
     titles = page.locator(".noiselab-tabs > .widget-tab-bar .lm-TabBar-tab").all_inner_texts()
     assert titles == list(TABS.values())
-    assert link_query(page).startswith("?panel=censoring")
+    assert wait_for_link(page, "?panel=censoring").startswith("?panel=censoring")
     assert page.locator(".noiselab-notice").inner_text().strip() == "", "no notice on a plain visit"
     # no source code and no traceback in the page (Voilà's defaults, kept in apps/voila.json)
     content = page.content()
@@ -121,7 +130,7 @@ def test_app_loads_and_every_tab_builds_its_panel(browser, voila):
         start = time.perf_counter()
         panel = open_tab(page, title, name)
         TIMINGS.setdefault("tab_build_s", {})[name] = round(time.perf_counter() - start, 2)
-        assert link_query(page).startswith(f"?panel={name}")
+        assert wait_for_link(page, f"?panel={name}").startswith(f"?panel={name}")
         page.wait_for_timeout(1500)  # let the first chart draw
         save_screenshot(page, f"lab-{name}", f".noiselab-page-{name}")
         assert panel.is_visible()

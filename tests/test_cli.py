@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "noiselab.cli", *args], capture_output=True, text=True, timeout=300)
@@ -21,6 +23,7 @@ def test_demo_prints_rules_layers_and_timing():
     assert "Warning" not in result.stderr
 
 
+@pytest.mark.slow
 def test_bad_arguments_get_a_usage_error_not_a_traceback():
     for args in (["demo", "--sigma", "-1"], ["demo", "--sigma", "nan"], ["demo", "--samples", "0"],
                  ["demo", "--model", "resnet"]):

@@ -21,6 +21,7 @@ def reproduce(experiment, out, *extra):
                            "--device", "cpu", *extra], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_reproduce_fig4_quick_writes_data_and_charts_and_resumes(tmp_path):
     result = reproduce("fig4", tmp_path)
     assert result.returncode == 0, result.stderr
@@ -45,6 +46,7 @@ def test_reproduce_fig4_quick_writes_data_and_charts_and_resumes(tmp_path):
     assert json.loads((folder / "results.json").read_text())["cells"] == results["cells"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["fig3", "fig6", "table1"])
 def test_other_reproductions_quick(experiment, tmp_path):
     result = reproduce(experiment, tmp_path)
@@ -102,6 +104,7 @@ def test_interrupted_sweep_resumes_without_redoing_or_losing_cells(tmp_path):
     assert len(table) == 6 and not table.duplicated(["label", "seed", "eps"]).any()
 
 
+@pytest.mark.slow
 def test_bad_experiment_inputs_are_named(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -115,6 +118,7 @@ def test_bad_experiment_inputs_are_named(tmp_path):
         run_sweep("sweep", TrainConfig(), [{"method": "vanilla"}], EvalSpec([0.0, 2.0]), tmp_path)
 
 
+@pytest.mark.slow
 def test_sweep_cli_runs_a_grid_and_prints_the_summary(tmp_path):
     command = [sys.executable, "-m", "noiselab.cli", "sweep", "--model", "demo-cnn", "--methods", "vanilla", "noise",
                "fgsm_rs", "--sigmas", "0.5", "--train-eps", "0.2", "--eps-warmup", "0.5", "--train-limit", "640",

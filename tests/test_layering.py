@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 BLOCK = """
@@ -35,6 +37,7 @@ def test_the_block_is_real_the_charts_need_altair():
     assert result.returncode != 0 and "blocked" in result.stderr
 
 
+@pytest.mark.slow
 def test_core_benchmarks_start_without_the_jupyter_stack():
     for bench in ("train_cost", "time_to_accuracy", "closed_form_vs_mc", "core_ops"):
         code = (f"import runpy; sys.argv = ['{bench}', '--help']\n"

@@ -158,6 +158,7 @@ def test_bad_labels_and_shapes_are_named():
         noiselab.stochastic_loss(mean, var[:, :2], torch.tensor([0, 1]))
 
 
+@pytest.mark.slow
 def test_at_sigma_zero_the_probability_terms_rare_spikes_stall_adam():
     """Why Fig. 6's σ = 0 does not train: without noise the probability term is a step of width ~1e-6 (the variance
     floor), so its gradient is 0 except on near-ties, where it is huge; those rare spikes fill Adam's second-moment

@@ -85,6 +85,7 @@ def test_paper_relu_rule_is_the_laplace_approximation_of_the_censored_density(mu
 
 @settings(max_examples=40, deadline=None)
 @given(ma=st.floats(-4, 4), mb=st.floats(-4, 4), sa=st.floats(0.05, 2), sb=st.floats(0.05, 2))
+@pytest.mark.slow
 def test_clark_max_of_two_is_exact(ma, mb, sa, sb):
     t = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
     mean, var = max2_moments(t(ma), t(sa * sa), t(mb), t(sb * sb))

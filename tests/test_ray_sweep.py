@@ -15,6 +15,10 @@ import pytest
 
 from noiselab.experiments.ray_backend import RayOptions, cell_resources
 
+# one pytest-xdist worker runs this module: its tests share one reference sweep, and each starts a local Ray of
+# 2 CPUs, which two at a time would overcommit
+pytestmark = pytest.mark.xdist_group("ray")
+
 GRID = ["--model", "demo-cnn", "--methods", "vanilla", "noise", "sampled", "--sigmas", "0.5", "--train-limit", "2000",
         "--batch-size", "32", "--epochs", "2", "--eval-eps", "0", "0.1", "--attacks", "fgsm", "pgd", "--steps", "5",
         "--limit", "100", "--device", "cpu"]
@@ -68,6 +72,7 @@ def wait_for_status(out, process, condition, seconds=240):
     raise AssertionError(f"status.json never showed the awaited state: {(out / 'status.json').read_text()}")
 
 
+@pytest.mark.slow
 def test_ray_sweep_gives_the_in_process_numbers_and_a_rerun_skips_it_all(reference, tmp_path):
     result = sweep(tmp_path, *RAY)
     assert result.returncode == 0, result.stderr
@@ -86,6 +91,7 @@ def test_ray_sweep_gives_the_in_process_numbers_and_a_rerun_skips_it_all(referen
     assert shown.returncode == 0 and "3 done (ray backend" in shown.stdout and "noise σ=0.5 (seed 0)" in shown.stdout
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_cell_is_retried_and_its_cell_counted_once(reference, tmp_path):
     process = subprocess.Popen(command(tmp_path, *RAY), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -118,6 +124,7 @@ def cell_key(cell):
     return json.dumps(cell["overrides"], sort_keys=True)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_ray_sweep_which_then_resumes_to_the_same_numbers(reference, tmp_path):
     process = subprocess.Popen(command(tmp_path, *RAY), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -141,6 +148,7 @@ def test_ctrl_c_stops_a_ray_sweep_which_then_resumes_to_the_same_numbers(referen
     assert all(results["cells"][key] == cell for key, cell in finished.items())  # finished cells were not redone
 
 
+@pytest.mark.slow
 def test_ray_backend_without_ray_names_the_install_command_and_local_sweeps_never_need_it(tmp_path):
     blocked = ("import sys; sys.modules['ray'] = None; "  # as if Ray were not installed: `import ray` fails
                "from noiselab.cli import main; raise SystemExit(main(sys.argv[1:]))")
@@ -176,6 +184,7 @@ def test_bad_ray_options_are_named(field, value, message):
         RayOptions(**{field: value}).validate()
 
 
+@pytest.mark.slow
 def test_a_cell_that_raises_is_reported_once_not_retried_and_named_in_the_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "noiselab.cli", "sweep", "--dataset", "mnist", "--data-root",
                              str(tmp_path / "nowhere"), "--methods", "vanilla", "noise", "--sigmas", "0.5",

@@ -141,6 +141,7 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "noiselab.cli", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_attack_defaults_to_the_strong_suite_and_rejects_unknown_suites():
     checkpoint = str(starter_folder() / "vanilla.pt")
     bad = run_cli("attack", checkpoint, "--suite", "strongest")

@@ -75,6 +75,7 @@ def cli_train(out, *extra):
             "--out", str(out), *extra]
 
 
+@pytest.mark.slow
 def test_killed_cli_run_resumes_to_the_same_weights(tmp_path):
     reference = tmp_path / "reference.pt"
     subprocess.run(cli_train(reference), check=True, capture_output=True, timeout=300)
@@ -172,6 +173,7 @@ def test_unwritable_output_folder_fails_before_training(tmp_path):
     assert not started
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_input_in_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -203,6 +203,7 @@ def test_attack_panel_opens_on_the_full_scale_answer_and_the_strong_suite(two_mo
     panel.wait(5)
 
 
+@pytest.mark.slow
 def test_attack_panel_curves_flags_and_the_eps_rule(two_models, digits):
     panel = AttackPanel(two_models, digits, eps=0.1)
     panel.attack.value, panel.steps.value, panel.examples.value = "pgd", 10, 50

@@ -65,7 +65,7 @@ RULE_SETS = (("paper", "paper"), ("moment", "paper"), ("paper", "clark"), ("mome
 def meanpath(out: Path, quick: bool = False, device: str = "auto", **_) -> dict:
     device_ = resolve_device(device)
     sigmas = [0.0, 0.25, 0.5, 1.0, 2.0] if quick else [0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0]
-    limit = 100 if quick else 2000
+    limit = overridden("test_limit", 100 if quick else 2000)  # reproduce meanpath --test-limit N
     x, _ = data_module.load(device=device_).tensors("test", limit=limit)
     rows = []
     for starter in load_starters():
