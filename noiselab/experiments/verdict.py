@@ -353,6 +353,8 @@ def verdict_markdown(folder: str | Path) -> str:
 
 def independent_markdown(folder: str | Path) -> str:
     """The independent check's table (bench/independent_check.py's <folder>/independent_check.json)."""
+    from .cells import format_eps
+
     report = read_json(Path(folder) / "independent_check.json")
     if not report or not report.get("models"):
         return "(not yet run)"
@@ -364,12 +366,14 @@ def independent_markdown(folder: str | Path) -> str:
         for i, eps in enumerate(report["eps"]):
             ours = [entry["suites"][s]["accuracy"][i] for s in suites]
             theirs = entry["independent"]["accuracy"][i]
-            lines.append(f"| {name} | {eps:g} | " + " | ".join(f"{a:.3f}" for a in ours) + f" | {theirs:.3f} | "
+            lines.append(f"| {name} | {format_eps(eps)} | " + " | ".join(f"{a:.3f}" for a in ours)
+                         + f" | {theirs:.3f} | "
                          + " / ".join(f"{100 * (a - theirs):+.1f}" for a in ours) + " |")
     seconds = {s: sum(m["suites"][s]["seconds"] for m in report["models"]) for s in suites}
     seconds["torchattacks"] = sum(m["independent"]["seconds"] for m in report["models"])
     lines.append("")
-    lines.append(f"(first {report['limit']} test digits of {report['data']}; seconds for all the models: "
+    examples = "digits" if "mnist" in report["data"] else "images"
+    lines.append(f"(first {report['limit']} test {examples} of {report['data']}; seconds for all the models: "
                  + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()) + ")")
     return "\n".join(lines)
 
@@ -449,8 +453,14 @@ def reduced_cifar_markdown(folder: str | Path) -> str:
     return sweep_markdown(Path(folder).parent / "reduced-cpu" / "fig5-cifar10" / "results.json")
 
 
+def reduced_cifar_independent_markdown(folder: str | Path) -> str:
+    """The independent check of the reduced Fig. 5's models (<folder>/../reduced-cpu/fig5-cifar10)."""
+    return independent_markdown(Path(folder).parent / "reduced-cpu" / "fig5-cifar10")
+
+
 BLOCKS = {"verdict": verdict_markdown, "independent": independent_markdown, "adaptive": adaptive_markdown,
-          "losses": losses_markdown, "fig5-reduced": reduced_cifar_markdown}
+          "losses": losses_markdown, "fig5-reduced": reduced_cifar_markdown,
+          "fig5-reduced-independent": reduced_cifar_independent_markdown}
 
 
 def _marks(name: str) -> tuple[str, str]:
