@@ -3,8 +3,9 @@
 `make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`). Each worker, and every process it
 starts (the CLI in a subprocess, kernels, Ray), computes with one thread, so two workers keep two cores busy
 without oversubscribing them. Tests that share an expensive module fixture (a Voila server, a reference sweep)
-carry an `xdist_group` mark, so one worker runs them all and the fixture is built once. Tests marked `slow` are
-handed out first, so that no long test starts when the other worker has nothing left to do.
+carry an `xdist_group` mark, so one worker runs them all and the fixture is built once. Those files, then the
+others with tests marked `slow`, are handed out first, so that no long test starts when the other worker has nothing
+left to do.
 """
 
 import os
@@ -60,5 +61,10 @@ def vanilla_demo_model():
 
 
 def pytest_collection_modifyitems(config, items):
-    """The slow tests first (a stable sort, so each file keeps its order), so two workers end close together."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest work first, so that two workers end close together: the files of an xdist_group (each a few
+    minutes on one worker), then the other files with slow tests, then the rest. Whole files move (a stable sort on
+    the file), each in its own order: a module fixture (a Voila server, Ray's reference sweep) is built once only
+    while its module's tests run one after another."""
+    grouped = {item.path for item in items if item.get_closest_marker("xdist_group") is not None}
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: 0 if item.path in grouped else 1 if item.path in slow else 2)
