@@ -448,14 +448,19 @@ def losses_markdown(folder: str | Path) -> str:
     return sweep_markdown(Path(folder) / "losses" / "results.json")
 
 
+def reduced_cifar_folder(folder: str | Path) -> Path:
+    """Fig. 5 at the CPU's reduced scale: <folder>/../reduced-cpu/fig5-cifar10, beside the full-scale folder."""
+    return Path(folder).parent / "reduced-cpu" / "fig5-cifar10"
+
+
 def reduced_cifar_markdown(folder: str | Path) -> str:
-    """Fig. 5 at the CPU's reduced scale (<folder>/../reduced-cpu/fig5-cifar10, beside the full-scale folder)."""
-    return sweep_markdown(Path(folder).parent / "reduced-cpu" / "fig5-cifar10" / "results.json")
+    """The reduced Fig. 5's table (its sweep's results.json)."""
+    return sweep_markdown(reduced_cifar_folder(folder) / "results.json")
 
 
 def reduced_cifar_independent_markdown(folder: str | Path) -> str:
-    """The independent check of the reduced Fig. 5's models (<folder>/../reduced-cpu/fig5-cifar10)."""
-    return independent_markdown(Path(folder).parent / "reduced-cpu" / "fig5-cifar10")
+    """The independent check of the reduced Fig. 5's models (its independent_check.json)."""
+    return independent_markdown(reduced_cifar_folder(folder))
 
 
 BLOCKS = {"verdict": verdict_markdown, "independent": independent_markdown, "adaptive": adaptive_markdown,
