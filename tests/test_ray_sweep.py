@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from noiselab.experiments.ray_backend import RayOptions, cell_resources
+from noiselab.experiments.ray_backend import RayOptions, cell_resources, cells_at_once
 
 # one pytest-xdist worker runs this module: its tests share one reference sweep, and each starts a local Ray of
 # 2 CPUs, which two at a time would overcommit
@@ -82,6 +82,7 @@ def test_ray_sweep_gives_the_in_process_numbers_and_a_rerun_skips_it_all(referen
     assert numbers(results) == numbers(reference)
     status = read(tmp_path, "status.json")
     assert [(c["state"], c["attempt"]) for c in status["cells"].values()] == [("done", 1)] * 3
+    assert most_cells_at_once(status) <= 2  # 3 cells on 2 CPUs: never a third beside two (Ray lends blocked CPUs)
 
     again = sweep(tmp_path, *RAY)  # nothing left to do: Ray is not even started
     assert again.returncode == 0 and "Started a local Ray" not in again.stderr, again.stderr
@@ -118,6 +119,17 @@ def test_a_worker_killed_mid_cell_is_retried_and_its_cell_counted_once(reference
     assert status["cells"][victim]["attempt"] == 2 and status["cells"][victim]["pid"] != pid
     assert all(c["state"] == "done" for c in status["cells"].values())
     assert all(c["attempt"] == 1 for key, c in status["cells"].items() if key != victim)
+
+
+def most_cells_at_once(status):
+    """The most cells that ran at the same moment, from the wall times each started and finished."""
+    events = sorted((t, change) for c in status["cells"].values()
+                    for t, change in ((c["started"], 1), (c["finished"], -1)))
+    level = most = 0
+    for _, change in events:  # at a tie a finish (-1) sorts before a start
+        level += change
+        most = max(most, level)
+    return most
 
 
 def cell_key(cell):
@@ -163,6 +175,15 @@ def test_ray_backend_without_ray_names_the_install_command_and_local_sweeps_neve
     result = subprocess.run([sys.executable, "-c", blocked, *tiny, "--out", str(tmp_path / "local")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "1 of 1 cells done" in result.stderr, result.stderr
+
+
+def test_the_driver_submits_only_the_cells_the_cluster_holds_at_once():
+    assert cells_at_once({"CPU": 2}, {"num_cpus": 1, "num_gpus": 0}) == 2
+    assert cells_at_once({"CPU": 2}, {"num_cpus": 0.5, "num_gpus": 0}) == 4
+    assert cells_at_once({"CPU": 3}, {"num_cpus": 2, "num_gpus": 0}) == 1
+    assert cells_at_once({"CPU": 1}, {"num_cpus": 4, "num_gpus": 0}) == 1  # one at a time, never none
+    assert cells_at_once({"CPU": 16, "GPU": 2}, {"num_cpus": 1, "num_gpus": 0.25}) == 8
+    assert cells_at_once({"CPU": 4, "GPU": 2}, {"num_cpus": 1, "num_gpus": 0.25}) == 4
 
 
 def test_each_cell_asks_ray_for_a_gpu_where_there_is_one_else_for_cpus():

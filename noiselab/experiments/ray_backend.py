@@ -63,7 +63,8 @@ def import_ray():
 
 
 class StatusBoard:
-    """A Ray actor: each cell's latest report (state, attempt, step, pid, node), and whether the driver said stop."""
+    """A Ray actor: each cell's latest report (state, attempt, step, pid, node, the wall times it started and
+    finished), and whether the driver said stop."""
 
     def __init__(self):
         self.cells: dict[str, dict] = {}
@@ -71,9 +72,13 @@ class StatusBoard:
 
     def start(self, key: str, pid: int, node: str) -> bool:
         cell = self.cells.setdefault(key, {"attempt": 0})
-        cell.update(state="training", attempt=cell["attempt"] + 1, pid=pid, node=node)
+        cell.update(state="training", attempt=cell["attempt"] + 1, pid=pid, node=node, started=time.time())
         cell.pop("step", None)
+        cell.pop("finished", None)
         return self.stopping
+
+    def finish(self, key: str) -> None:
+        self.cells[key]["finished"] = time.time()
 
     def report(self, key: str, fields: dict) -> bool:
         self.cells[key].update(fields)
@@ -112,8 +117,11 @@ def _cell_task(config: dict, overrides: dict, evaluation: dict, out: str, key: s
     def on_phase(phase: str) -> None:
         ray.get(board.report.remote(key, {"state": phase}))
 
-    return run_cell(TrainConfig.from_dict(config), overrides, EvalSpec(**evaluation), Path(out),
-                    on_phase=on_phase, on_train_progress=on_step, stop=stop)
+    try:
+        return run_cell(TrainConfig.from_dict(config), overrides, EvalSpec(**evaluation), Path(out),
+                        on_phase=on_phase, on_train_progress=on_step, stop=stop)
+    finally:
+        ray.get(board.finish.remote(key))
 
 
 def cell_resources(cluster: dict, device: str, options: RayOptions) -> dict:
@@ -124,6 +132,17 @@ def cell_resources(cluster: dict, device: str, options: RayOptions) -> dict:
     if gpus == 0:
         raise ValueError(f"device {device!r} asks for a GPU but the Ray cluster has none; use --device auto or cpu")
     return {"num_cpus": options.cpus_per_cell, "num_gpus": options.gpus_per_cell}
+
+
+def cells_at_once(cluster: dict, resources: dict) -> int:
+    """How many cells asking for `resources` the cluster holds at once (at least one).
+
+    The driver submits no more than this: a task blocked in ray.get (as a cell is each time it reports) lends
+    its CPUs back to Ray, which would otherwise start more cells than there are CPUs."""
+    fits = [int(cluster.get("CPU", 0) // resources["num_cpus"] + 1e-9)]
+    if resources.get("num_gpus"):
+        fits.append(int(cluster.get("GPU", 0) // resources["num_gpus"] + 1e-9))
+    return max(1, min(fits))
 
 
 def run_on_ray(pending: list, evaluation, out: Path, options: RayOptions, status, store: Callable[[str, dict], None],
@@ -154,21 +173,33 @@ def _drive(ray, pending, evaluation, out, options, status, store, stop, progress
     board = ray.remote(StatusBoard).options(num_cpus=0).remote()
     task = ray.remote(_cell_task)
     threads = max(1, int(options.cpus_per_cell))
+    waiting = list(pending)
     running = {}
-    for key, overrides, config in pending:
-        ref = task.options(max_retries=options.max_retries, retry_exceptions=False, **resources[config.device]).remote(
-            asdict(config), overrides, asdict(evaluation), str(out), key, board, threads, options.report_interval)
-        running[ref] = key
+
+    def submit() -> None:  # as many cells as the cluster (which may have grown) holds at once, not all of them
+        cluster = ray.cluster_resources()
+        while waiting:
+            key, overrides, config = waiting[0]
+            in_flight = sum(1 for _, device in running.values() if device == config.device)
+            if in_flight >= cells_at_once(cluster, resources[config.device]):
+                return
+            waiting.pop(0)
+            ref = task.options(max_retries=options.max_retries, retry_exceptions=False,
+                               **resources[config.device]).remote(
+                asdict(config), overrides, asdict(evaluation), str(out), key, board, threads, options.report_interval)
+            running[ref] = (key, config.device)
+
     failures: dict[str, str] = {}
     told_to_stop = False
+    submit()
     while running:
         ready, _ = ray.wait(list(running), num_returns=len(running), timeout=options.report_interval)
         reports = ray.get(board.snapshot.remote())
-        for key in running.values():  # what the cells said last (attempt, pid, step), finished ones included
+        for key, _ in running.values():  # what the cells said last (attempt, pid, step), finished ones included
             if key in reports:
                 status.update(key, **reports[key])
         for ref in ready:
-            key = running.pop(ref)
+            key, _ = running.pop(ref)
             title = status.payload["cells"][key]["label"]
             try:
                 record = ray.get(ref)
@@ -193,4 +224,9 @@ def _drive(ray, pending, evaluation, out, options, status, store, stop, progress
         if stop is not None and stop.is_set() and not told_to_stop:
             board.stop.remote()  # running cells stop within a batch and checkpoint; the others return at once
             told_to_stop = True
+            for key, _, _ in waiting:  # not yet submitted: stopped before they started
+                status.update(key, state="stopped")
+            waiting.clear()
+            status.flush()
+        submit()
     return failures
