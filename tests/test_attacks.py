@@ -82,11 +82,11 @@ def test_images_outside_unit_range_and_bad_labels_are_named(mnist_test):
 
 @pytest.mark.slow
 def test_masking_checks_pass_on_a_plain_model(vanilla_demo_model, mnist_test):
-    x, y = mnist_test[0][:200], mnist_test[1][:200]
+    x, y = mnist_test[0][:100], mnist_test[1][:100]
     table = robust_accuracy(vanilla_demo_model, x, y, eps=[0.1, 0.2, 0.3])  # the strong suite
     with warnings.catch_warnings():
         warnings.simplefilter("error", GradientMaskingWarning)
-        flags = masking_checks(vanilla_demo_model, x, y, table, reference=vanilla_demo_model, subset=200)
+        flags = masking_checks(vanilla_demo_model, x, y, table, reference=vanilla_demo_model, subset=100)
     assert [f.name for f in flags] == ["accuracy_rises_with_eps", "not_near_chance_at_large_eps",
                                        "stronger_attack_raises_accuracy", "transfer_beats_white_box",
                                        "weaker_than_stronger_suite", "zero_or_nan_gradients"]
@@ -110,7 +110,11 @@ def test_masking_checks_flag_a_shattered_gradient_defense(vanilla_demo_model, mn
     masked = Quantized(vanilla_demo_model)
     table = robust_accuracy(masked, x, y, eps=[0.1, 0.3], attacks=[("pgd", {"steps": 10})])
     with pytest.warns(GradientMaskingWarning, match="zero_or_nan_gradients"):
-        flags = {f.name: f for f in masking_checks(masked, x, y, table, reference=vanilla_demo_model, subset=100)}
+        # stronger=None: the thorough suite's second look (the plain model's test runs it) would attack all 100
+        # points the masked model "keeps", ~90% of this test's time, for a flag this test does not ask about
+        flags = {f.name: f for f in masking_checks(masked, x, y, table, reference=vanilla_demo_model, subset=100,
+                                                   stronger=None)}
+    assert "weaker_than_stronger_suite" not in flags  # skipped when asked to be
     assert flags["zero_or_nan_gradients"].flagged
     assert flags["not_near_chance_at_large_eps"].flagged  # PGD cannot move a model with zero gradients
     assert flags["transfer_beats_white_box"].flagged      # but attacks from the unmasked model do
