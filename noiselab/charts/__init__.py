@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import altair as alt
-import pandas as pd
+from .._imports import defer_rfc3987_syntax
+
+defer_rfc3987_syntax()  # ~2 s of every process that draws a chart, for a format no chart uses (noiselab/_imports.py)
+
+import altair as alt  # noqa: E402
+import pandas as pd  # noqa: E402
 
 
 def save_chart(chart: alt.TopLevelMixin, folder: str | Path, stem: str) -> list[Path]:
