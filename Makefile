@@ -37,7 +37,7 @@ lint: $(STAMP)
 # The suite on TEST_WORKERS pytest-xdist workers (one torch thread each; tests/conftest.py says how they share the
 # machine); TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test: $(STAMP) browser lint
 	$(PYTEST)

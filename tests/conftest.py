@@ -1,11 +1,12 @@
 """Shared test fixtures: the real data in ../shared/data (see its README); how the suite runs in parallel.
 
-`make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`). Each worker, and every process it
-starts (the CLI in a subprocess, kernels, Ray), computes with one thread, so two workers keep two cores busy
-without oversubscribing them. Tests that share an expensive module fixture (a Voila server, a reference sweep)
-carry an `xdist_group` mark, so one worker runs them all and the fixture is built once. Those files, then the
-others with tests marked `slow`, are handed out first, so that no long test starts when the other worker has nothing
-left to do.
+`make test` runs the suite on two pytest-xdist workers, a whole test file at a time (`--dist loadfile`). Each
+worker, and every process it starts (the CLI in a subprocess, kernels, Ray), computes with one thread, so two
+workers keep two cores busy without oversubscribing them. A module fixture (a Voila server, Ray's reference sweep)
+is built once, and two Ray tests never start a local Ray each at the same time. (`--dist loadgroup` with
+`xdist_group` marks did this before pytest 9.2, on which pytest-xdist 3.8 stops grouping without a word:
+pytest-xdist issue 1386; both workers built the Voila server and the Ray reference sweep.) The files with the most
+slow tests are handed out first, so that no long file starts when the other worker has nothing left to do.
 """
 
 import os
@@ -60,11 +61,17 @@ def vanilla_demo_model():
     return train(TrainConfig(model="demo-cnn", method="vanilla", epochs=2, train_limit=5000, device="cpu")).model
 
 
+# the files that took longest on one worker (pytest --durations, 2 workers, 2-core machine, 2026-12-03), longest first
+LONGEST = ["test_ray_sweep.py", "test_ablations.py", "test_browser.py", "test_experiments.py", "test_notebooks.py",
+           "test_suites.py"]
+
+
 def pytest_collection_modifyitems(config, items):
-    """The longest work first, so that two workers end close together: the files of an xdist_group (each a few
-    minutes on one worker), then the other files with slow tests, then the rest. Whole files move (a stable sort on
-    the file), each in its own order: a module fixture (a Voila server, Ray's reference sweep) is built once only
-    while its module's tests run one after another."""
-    grouped = {item.path for item in items if item.get_closest_marker("xdist_group") is not None}
-    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
-    items.sort(key=lambda item: 0 if item.path in grouped else 1 if item.path in slow else 2)
+    """The longest work first, so that two workers end close together: the LONGEST files in that order, then the
+    others by how many of their tests are marked slow, the files without any last. Whole files move (a stable sort
+    on the file), each in its own order."""
+    slow: dict = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: (LONGEST.index(item.path.name) if item.path.name in LONGEST else len(LONGEST),
+                                 -slow[item.path]))

@@ -14,8 +14,8 @@ import time
 import pytest
 from browser_support import ARTIFACTS, launch_chromium, require_browser, save_screenshot, start_voila
 
-# one pytest-xdist worker runs this module, with one Voilà server for all its tests
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
+# one pytest-xdist worker runs this module (make test hands out whole files), with one Voilà server for all its tests
+pytestmark = pytest.mark.slow
 
 LOAD_TIMEOUT_MS = 120_000   # a fresh kernel imports torch and builds the first panel: ~10 s, more on a busy machine
 RESPONSE_LIMIT_S = 1.0      # slider -> chart

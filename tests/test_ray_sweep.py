@@ -15,9 +15,8 @@ import pytest
 
 from noiselab.experiments.ray_backend import RayOptions, cell_resources, cells_at_once
 
-# one pytest-xdist worker runs this module: its tests share one reference sweep, and each starts a local Ray of
-# 2 CPUs, which two at a time would overcommit
-pytestmark = pytest.mark.xdist_group("ray")
+# one pytest-xdist worker runs this module (make test hands out whole files): its tests share one reference sweep,
+# and each starts a local Ray of 2 CPUs, which two at a time would overcommit
 
 GRID = ["--model", "demo-cnn", "--methods", "vanilla", "noise", "sampled", "--sigmas", "0.5", "--train-limit", "2000",
         "--batch-size", "32", "--epochs", "2", "--eval-eps", "0", "0.1", "--attacks", "fgsm", "pgd", "--steps", "5",
