@@ -17,7 +17,8 @@ import pytest
 XDIST_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))  # a worker of `pytest -n N`
 if XDIST_WORKER:  # one thread here and in every process the tests start (they inherit the environment)
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, "1")
+        if not os.environ.get(variable, "").strip().isdigit():  # unset, empty or not a count: one thread
+            os.environ[variable] = "1"
 
 
 def pytest_configure(config):
