@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a fresh interpreter importing Altair each: ~6 s
+
 CHECK = """
 import sys
 import noiselab.charts, jsonschema
