@@ -7,6 +7,7 @@ Each Ray cell holds one CPU and trains with one thread; the in-process reference
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -209,6 +210,37 @@ def test_a_cell_that_raises_is_reported_once_not_retried_and_named_in_the_error(
     status = read(tmp_path / "out", "status.json")
     assert [(c["state"], c["attempt"]) for c in status["cells"].values()] == [("failed", 1)] * 2
     assert all("DataNotFoundError" in c["error"] for c in status["cells"].values())
+
+
+@pytest.mark.slow
+def test_a_cluster_address_nobody_answers_at_is_named_at_once_and_nothing_is_written(tmp_path):
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tiny = ["sweep", "--model", "demo-cnn", "--methods", "vanilla", "--train-limit", "200", "--batch-size", "50",
+            "--epochs", "1", "--eval-eps", "0", "--attacks", "fgsm", "--limit", "20", "--device", "cpu"]
+    for address, message in ((f"127.0.0.1:{port}", f"nothing answers at 127.0.0.1:{port}"),
+                             ("nowhere", "is not auto, HOST:PORT or ray://HOST:PORT")):
+        out = tmp_path / address.replace(":", "_")
+        result = subprocess.run([sys.executable, "-m", "noiselab.cli", *tiny, "--out", str(out), "--backend", "ray",
+                                 "--address", address], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert not out.exists()
+
+
+def test_a_ray_that_does_not_start_is_one_clear_error_naming_what_to_do(monkeypatch):
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install \"noiselab[ray]\")")
+    from noiselab.experiments.ray_backend import run_on_ray
+
+    def timed_out(**_):  # what ray.init raises when its processes do not come up in time on a busy machine
+        raise Exception("The current node timed out during startup. This could happen because ...")
+
+    monkeypatch.setattr(ray, "init", timed_out)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(OSError, match=r"a local Ray did not start \(The current node timed out during startup.*"
+                                      r"run the same command again.*--backend local"):
+        run_on_ray([], None, None, RayOptions(), None, None)
 
 
 def test_unknown_backend_and_a_folder_without_a_sweep_are_named(tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,21 @@ class RayOptions:
         if not self.report_interval > 0:
             raise ValueError(f"report_interval must be > 0 seconds, got {self.report_interval!r}")
         return self
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A HOST:PORT or ray://HOST:PORT address that nothing answers at: a clear error now, not Ray's minutes of
+    retries. "auto" and None (a local Ray) are left to Ray."""
+    if address is None or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--address {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise OSError(f"nothing answers at {address} ({error.strerror or error}): is the Ray head running there "
+                      "(ray start --head)? Or leave out --address to start a Ray on this machine") from None
 
 
 def import_ray():
@@ -155,10 +171,18 @@ def run_on_ray(pending: list, evaluation, out: Path, options: RayOptions, status
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
-        if options.address is None:
-            ray.init(address="local", num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=options.address, log_to_driver=False)
+        try:
+            if options.address is None:
+                ray.init(address="local", num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=options.address, log_to_driver=False)
+        except Exception as error:  # Ray raises a bare Exception when its processes do not come up in time
+            where = "a local Ray did not start" if options.address is None else \
+                f"could not join the Ray cluster at {options.address}"
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise OSError(f"{where} ({first}); on a busy machine run the same command again, or run the cells in "
+                          "this process with --backend local (either way the sweep resumes where it stopped)") \
+                from error
     try:
         return _drive(ray, pending, evaluation, out, options, status, store, stop, progress, on_status)
     finally:

@@ -150,10 +150,11 @@ def run_sweep(
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend == "ray":
-        from .ray_backend import RayOptions, import_ray
+        from .ray_backend import RayOptions, check_reachable, import_ray
 
         import_ray()  # before anything is written: without Ray, a clear error naming the install command
         ray_options = (ray_options or RayOptions()).validate()
+        check_reachable(ray_options.address)  # and a cluster address that nothing answers at
     out = check_output_folder(out)
     evaluation.validate()
     configs = [replace(base, **cell).validate() for cell in cells]  # every cell's settings checked up front
