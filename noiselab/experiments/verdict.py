@@ -463,9 +463,37 @@ def reduced_cifar_independent_markdown(folder: str | Path) -> str:
     return independent_markdown(reduced_cifar_folder(folder))
 
 
+def recipe_markdown(folder: str | Path) -> str:
+    """The recipe ablation at full scale (<folder>/recipe), as far as it has run: per variant, its seeds so far,
+    clean and robust accuracy in % (mean ± std over those seeds) and its training time over vanilla's."""
+    from .ablations import RECIPE_EPS, recipe_cells, recipe_summary
+
+    results = read_json(Path(folder) / "recipe" / "results.json")
+    if not results or not results.get("cells"):
+        return "(not yet run)"
+    summary, _ = recipe_summary(results, quick=False)
+    lines = ["| variant | seeds | clean | " + " | ".join(f"ε = {eps:g}" for eps in RECIPE_EPS)
+             + " | training time ÷ vanilla's | noise only |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in RECIPE_EPS) + " | --- | --- |"]
+    for _, row in summary.iterrows():
+        def cell(metric: str) -> str:
+            mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+            return f"{_points(mean)} ± {_points(std)}" if row["seeds"] > 1 else _points(mean)
+
+        lines.append(f"| {row['variant']} | {row['seeds']} | {cell('clean')} | "
+                     + " | ".join(cell(f"robust_{eps:g}") for eps in RECIPE_EPS)
+                     + f" | {row['cost_ratio']:.1f} | {'yes' if row['noise_only'] else 'no'} |")
+    cells = list(results["cells"].values())
+    name = suite_name(results["evaluation"]["attacks"])
+    lines += ["", f"({len(cells)} of {len(recipe_cells(3))} cells; clean and robust accuracy on the first "
+                  f"{results['evaluation']['limit']:,} test digits, {'the ' + name + ' suite' if name else 'its attacks'}"
+                  "; the training times were measured under different loads of the machine)"]
+    return "\n".join(lines)
+
+
 BLOCKS = {"verdict": verdict_markdown, "independent": independent_markdown, "adaptive": adaptive_markdown,
           "losses": losses_markdown, "fig5-reduced": reduced_cifar_markdown,
-          "fig5-reduced-independent": reduced_cifar_independent_markdown}
+          "fig5-reduced-independent": reduced_cifar_independent_markdown, "recipe": recipe_markdown}
 
 
 def _marks(name: str) -> tuple[str, str]:
