@@ -475,19 +475,20 @@ def recipe_markdown(folder: str | Path) -> str:
     lines = ["| variant | seeds | clean | " + " | ".join(f"ε = {eps:g}" for eps in RECIPE_EPS)
              + " | training time ÷ vanilla's | noise only |",
              "| --- | --- | --- | " + " | ".join("---" for _ in RECIPE_EPS) + " | --- | --- |"]
-    for _, row in summary.iterrows():
-        def cell(metric: str) -> str:
-            mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
-            return f"{_points(mean)} ± {_points(std)}" if row["seeds"] > 1 else _points(mean)
+    def cell(row: pd.Series, metric: str) -> str:  # mean ± std over the seeds so far, in percent
+        mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+        return f"{_points(mean)} ± {_points(std)}" if row["seeds"] > 1 else _points(mean)
 
-        lines.append(f"| {row['variant']} | {row['seeds']} | {cell('clean')} | "
-                     + " | ".join(cell(f"robust_{eps:g}") for eps in RECIPE_EPS)
+    for _, row in summary.iterrows():
+        lines.append(f"| {row['variant']} | {row['seeds']} | {cell(row, 'clean')} | "
+                     + " | ".join(cell(row, f"robust_{eps:g}") for eps in RECIPE_EPS)
                      + f" | {row['cost_ratio']:.1f} | {'yes' if row['noise_only'] else 'no'} |")
     cells = list(results["cells"].values())
     name = suite_name(results["evaluation"]["attacks"])
+    attacks = f"the {name} suite" if name else "its attacks"
     lines += ["", f"({len(cells)} of {len(recipe_cells(3))} cells; clean and robust accuracy on the first "
-                  f"{results['evaluation']['limit']:,} test digits, {'the ' + name + ' suite' if name else 'its attacks'}"
-                  "; the training times were measured under different loads of the machine)"]
+                  f"{results['evaluation']['limit']:,} test digits, {attacks}; the training times were measured "
+                  "under different loads of the machine)"]
     return "\n".join(lines)
 
 
