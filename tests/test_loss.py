@@ -193,3 +193,54 @@ def test_at_sigma_zero_the_probability_terms_rare_spikes_stall_adam():
     clipped, _ = train_at_sigma_zero(1.0, 1.0)
     assert full < 0.3 and full_spikes >= 1  # measured: 8.7%, 5 of the 70 steps with a gradient norm > 10
     assert clipped > 0.6                    # 74.2% (the MSE term alone, unclipped: 91.6%, no step above 10)
+
+
+def _correlated_outputs(batch=4, classes=5, seed=0):
+    """Means, variances and a covariance with strong correlations between the outputs (float64)."""
+    generator = torch.Generator().manual_seed(seed)
+    mean = torch.randn(batch, classes, generator=generator, dtype=torch.float64) * 0.5
+    shared = torch.randn(batch, classes, 2, generator=generator, dtype=torch.float64)
+    cov = shared @ shared.transpose(1, 2) + 0.05 * torch.eye(classes, dtype=torch.float64)  # rank 2 + a little
+    return mean, cov.diagonal(dim1=1, dim2=2).clone(), cov
+
+
+def test_win_probabilities_with_the_covariance_match_sampling_and_without_it_do_not():
+    from noiselab.loss import win_probabilities
+
+    mean, var, cov = _correlated_outputs()
+    draws = torch.distributions.MultivariateNormal(mean, cov).sample(torch.Size([200_000]))  # (S, B, n)
+    sampled = (draws.unsqueeze(3) > draws.unsqueeze(2)).double().mean(0)  # (B, n, n): Y_k > Y_i
+    sampled = sampled * (1 - torch.eye(mean.shape[1], dtype=torch.float64))
+    assert (win_probabilities(mean, var, cov) - sampled).abs().max() < 0.005  # 200,000 draws: se <= 0.0012
+    assert (win_probabilities(mean, var) - sampled).abs().max() > 0.05  # the paper's Cov = 0 is far off here
+
+
+def test_the_loss_with_a_diagonal_covariance_is_the_papers_and_a_full_one_enters_its_probability_term():
+    mean, var, cov = _correlated_outputs()
+    target = torch.tensor([0, 1, 2, 3])
+    paper = noiselab.stochastic_loss(mean, var, target, reduction="none")
+    assert torch.equal(noiselab.stochastic_loss(mean, var, target, reduction="none", cov=torch.diag_embed(var)), paper)
+    mse, prob = noiselab.stochastic_loss_terms(mean, var, target, cov)
+    from noiselab.loss import win_probabilities
+
+    wins = win_probabilities(mean, var, cov)
+    assert torch.allclose(prob, wins[torch.arange(4), target].sum(1) / 4)
+    assert torch.allclose(noiselab.stochastic_loss(mean, var, target, reduction="none", cov=cov), mse - prob)
+    assert not torch.allclose(mse - prob, paper)
+    gradient = torch.autograd.grad(noiselab.stochastic_loss(mean, var, target, cov=cov.requires_grad_()), cov)[0]
+    assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+
+
+@pytest.mark.parametrize("cov, message", [
+    (torch.zeros(4, 5), r"cov must be the outputs' covariance, shape \(batch, classes, classes\)"),
+    (torch.eye(5).expand(4, 5, 5) * 3.0, "cov's diagonal must be var"),
+    ("nope", r"cov must be the outputs' covariance.*got str"),
+])
+def test_a_covariance_that_does_not_fit_the_outputs_is_named(cov, message):
+    from noiselab.loss import win_probabilities
+
+    mean, var = torch.zeros(4, 5), torch.ones(4, 5)
+    with pytest.raises(ValueError, match=message):
+        win_probabilities(mean, var, cov)
+    with pytest.raises(ValueError, match=message):
+        noiselab.stochastic_loss(mean, var, torch.zeros(4, dtype=torch.long), cov=cov)
