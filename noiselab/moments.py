@@ -146,6 +146,33 @@ def max2_moments(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor) -
     return out_mean, out_var
 
 
+def correlated_max2_moments(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor,
+                            cov_ab: Tensor) -> tuple[Tensor, Tensor]:
+    """Clark's max(A, B) of two jointly Gaussian A, B with covariance cov_ab: mean and variance, exact.
+
+    max2_moments' formulas with theta^2 = Var(A - B) = var_a + var_b - 2 cov_ab (Clark 1961: the first two moments
+    of the max of two jointly Gaussian variables are exact). At theta -> 0 (A - B constant: correlation 1 and equal
+    variances) the max is whichever has the larger mean, and the formulas go there continuously. Differentiated by
+    autograd. A covariance beyond what the variances allow (|cov_ab| > sqrt(var_a var_b)) is refused.
+    """
+    mean_a, var_a, mean_b, var_b, cov_ab = torch.broadcast_tensors(mean_a, var_a, mean_b, var_b, cov_ab)
+    if bool((var_a < 0).any()) or bool((var_b < 0).any()):
+        raise ValueError("var_a and var_b must be >= 0")
+    bound = (var_a * var_b).sqrt()
+    if bool((cov_ab.abs() > bound * (1 + 1e-6) + 1e-12).any()):
+        raise ValueError("cov_ab must satisfy |cov_ab| <= sqrt(var_a var_b) (a covariance of two variables with "
+                         "these variances); got one beyond it")
+    theta_squared = (var_a + var_b - 2 * cov_ab).clamp_min(VAR_FLOOR)
+    theta = theta_squared.sqrt()
+    alpha = (mean_a - mean_b) / theta
+    cdf, cdf_neg = normal_cdf(alpha), normal_cdf_complement(alpha)
+    pdf = torch.exp(alpha.square() * -0.5) * _INV_SQRT_2PI  # not normal_pdf: its in-place scaling defeats autograd
+    out_mean = mean_b + theta * (alpha * cdf + pdf)
+    spread = alpha.square() * cdf * cdf_neg - pdf * (alpha * (cdf - cdf_neg) + pdf)
+    out_var = var_b + (var_a - var_b) * cdf + theta_squared * spread
+    return out_mean, out_var.clamp_min(0.0)
+
+
 def _max2_forward(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor, for_backward: bool = True):
     """Clark's max of two, and what its backward needs (None when for_backward is False)."""
     total = var_a + var_b
