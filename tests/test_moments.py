@@ -256,15 +256,15 @@ def test_the_correlated_max_of_two_matches_sampling_the_bivariate_normal(rho, me
     from noiselab.moments import correlated_max2_moments
 
     generator = torch.Generator().manual_seed(0)
-    z = torch.randn(2, 4_000_000, generator=generator, dtype=torch.float64)
+    z = torch.randn(2, 1_000_000, generator=generator, dtype=torch.float64)
     a = mean_a + std_a * z[0]
     b = mean_b + std_b * (rho * z[0] + math.sqrt(max(0.0, 1 - rho**2)) * z[1])
     sampled = torch.maximum(a, b)
     t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
     mean, var = correlated_max2_moments(t(mean_a), t(std_a**2), t(mean_b), t(std_b**2), t(rho * std_a * std_b))
     scale = max(std_a, std_b)
-    assert abs(float(mean) - float(sampled.mean())) < 2e-3 * scale  # 4M draws: standard error <= 7e-4 scale
-    assert abs(float(var) - float(sampled.var())) < 4e-3 * scale**2
+    assert abs(float(mean) - float(sampled.mean())) < 4e-3 * scale  # 1M draws: standard error <= 1e-3 scale
+    assert abs(float(var) - float(sampled.var())) < 6e-3 * scale**2  # and <= 1.5e-3 scale^2
 
 
 def test_the_correlated_max_is_the_independent_one_at_zero_covariance_and_refuses_an_impossible_covariance():
