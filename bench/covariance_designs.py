@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from noiselab import data as data_module  # noqa: E402
 from noiselab.loss import win_probabilities  # noqa: E402
 from noiselab.models import LeNet5  # noqa: E402
-from noiselab.moments import normal_cdf  # noqa: E402
+from noiselab.moments import VAR_FLOOR, max2_moments, normal_cdf  # noqa: E402
 from noiselab.propagate import Rules, _rule_for, first_preactivation, noise_entry, propagate, sequential_layers  # noqa: E402
 
 
@@ -46,14 +46,9 @@ def _windows(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def _clark_pair(mean_a, var_a, mean_b, var_b):
-    """P(a wins) and Clark's moments of max(a, b) for independent Gaussians a, b."""
-    theta = (var_a + var_b).clamp_min(1e-12).sqrt()
-    alpha = (mean_a - mean_b) / theta
-    p = normal_cdf(alpha)
-    pdf = torch.exp(-0.5 * alpha.square()) / (2 * torch.pi) ** 0.5
-    mean = mean_a * p + mean_b * (1 - p) + theta * pdf
-    second = (mean_a.square() + var_a) * p + (mean_b.square() + var_b) * (1 - p) + (mean_a + mean_b) * theta * pdf
-    return p, mean, (second - mean.square()).clamp_min(0)
+    """P(a wins) and Clark's moments of max(a, b) for independent Gaussians a, b (noiselab.moments.max2_moments)."""
+    p = normal_cdf((mean_a - mean_b) / (var_a + var_b).clamp_min(VAR_FLOOR).sqrt())
+    return (p, *max2_moments(mean_a, var_a, mean_b, var_b))
 
 
 def pool_weights(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
