@@ -156,6 +156,9 @@ def correlated_max2_moments(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b
     autograd. A covariance beyond what the variances allow (|cov_ab| > sqrt(var_a var_b)) is refused.
     """
     mean_a, var_a, mean_b, var_b, cov_ab = torch.broadcast_tensors(mean_a, var_a, mean_b, var_b, cov_ab)
+    for name, value in (("mean_a", mean_a), ("var_a", var_a), ("mean_b", mean_b), ("var_b", var_b), ("cov_ab", cov_ab)):
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name} must be finite; got NaN or infinity")
     if bool((var_a < 0).any()) or bool((var_b < 0).any()):
         raise ValueError("var_a and var_b must be >= 0")
     bound = (var_a * var_b).sqrt()

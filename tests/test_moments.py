@@ -278,6 +278,10 @@ def test_the_correlated_max_is_the_independent_one_at_zero_covariance_and_refuse
         assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match=r"\|cov_ab\| <= sqrt\(var_a var_b\)"):
         correlated_max2_moments(mean_a, var_a, mean_b, var_b, (var_a * var_b).sqrt() * 1.1)
+    with pytest.raises(ValueError, match="var_a and var_b must be >= 0"):
+        correlated_max2_moments(mean_a, -var_a, mean_b, var_b, torch.zeros(50, dtype=torch.float64))
+    with pytest.raises(ValueError, match="cov_ab must be finite"):
+        correlated_max2_moments(mean_a, var_a, mean_b, var_b, torch.full((50,), float("nan"), dtype=torch.float64))
 
 
 def test_the_correlated_max_has_finite_gradients_that_match_finite_differences_even_at_correlation_one():
