@@ -292,3 +292,25 @@ def test_the_loss_ablations_own_trainings_are_kept_as_weights_and_go_back(tmp_pa
                         tmp_path / "fresh" / "fig7" / "checkpoints" / "sampled-sigma0.8.pt"]
     for key, tensor in load_checkpoint(source)["model"].items():
         assert torch.equal(load_checkpoint(restored[0])["model"][key], tensor)
+
+
+def test_each_recipe_cell_has_its_own_weights_file_and_they_go_back_to_their_cells(tmp_path):
+    cells = json.loads((FULL / "recipe" / "results.json").read_text())["cells"]
+    names = [verdict.overrides_weights_name(cell["overrides"]) for cell in cells.values()]
+    assert len(set(names)) == len(names)  # the labels alone repeat ('noise σ=0.5' is two rules' cells)
+    assert verdict.overrides_weights_name({"method": "noise", "sigma": 0.6, "noise_at": "input", "seed": 2}) == \
+        "noise-noise-at-input-sigma-0.6-seed2.pt"
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "results.json").write_bytes((FULL / "recipe" / "results.json").read_bytes())
+    weights = REPO / "docs" / "results" / "weights"
+    restored = verdict.restore_weights(weights, tmp_path)
+    own = [cell for cell in cells.values() if not cell.get("training_from")]
+    kept = [cell for cell in own if (weights / "recipe" / verdict.overrides_weights_name(cell["overrides"])).is_file()]
+    assert {cell["overrides"]["seed"] for cell in kept} == {0} and len(kept) == 5  # seed 0 of each own variant
+    restored = [path for path in restored if (tmp_path / "recipe") in path.parents]
+    assert len(restored) == len(kept) == len(list((weights / "recipe").glob("*.pt")))
+    from noiselab.checkpoint import load_checkpoint
+    from noiselab.experiments.sweep import cell_key, checkpoint_path
+    for cell in kept:
+        state = load_checkpoint(checkpoint_path(tmp_path / "recipe", cell_key(cell["overrides"])))
+        assert {k: state["config"].get(k) for k in cell["overrides"]} == cell["overrides"]

@@ -563,9 +563,23 @@ def weights_name(label: str, seed: int) -> str:
     return f"{slug}-seed{seed}.pt"
 
 
-# the sweeps whose trained models are kept as weights-only files: Fig. 4's at the top of the weights folder (the
-# headline models), the loss ablation's in <weights>/losses/ (the recipe ablation adopts its trainings)
-WEIGHTS_SWEEPS = {"fig4": ".", "losses": "losses"}
+def overrides_weights_name(overrides: dict) -> str:
+    """A cell's file by its overrides, for sweeps whose labels do not tell two cells apart (the recipe ablation's
+    'noise σ=0.5' is both the paper's rules and moment/Clark): {'method': 'noise', 'sigma': 0.6, 'noise_at':
+    'input', 'seed': 2} -> 'noise-noise-at-input-sigma-0.6-seed2.pt'."""
+    parts = [str(overrides["method"])]
+    for key, value in sorted(overrides.items()):
+        if key not in ("method", "seed"):
+            parts += [key.replace("_", "-"), f"{value:g}" if isinstance(value, float) else str(value)]
+    return "-".join(parts) + f"-seed{overrides.get('seed', 0)}.pt"
+
+
+# the sweeps whose trained models are kept as weights-only files, with the subfolder of the weights folder and how a
+# file is named: Fig. 4's at the top (the headline models), the loss ablation's in losses/, the recipe ablation's own
+# trainings in recipe/ (the ones it adopted from Fig. 4 and the loss ablation are kept with those)
+WEIGHTS_SWEEPS = {"fig4": (".", lambda cell: weights_name(cell["label"], cell["config"]["seed"])),
+                  "losses": ("losses", lambda cell: weights_name(cell["label"], cell["config"]["seed"])),
+                  "recipe": ("recipe", lambda cell: overrides_weights_name(cell["overrides"]))}
 
 
 def _sweep_cells(folder: Path, sweep: str) -> list[dict]:
@@ -583,11 +597,11 @@ def export_weights(folder: str | Path, out: str | Path) -> list[Path]:
     from .sweep import cell_key, checkpoint_path
 
     written = []
-    for sweep, subfolder in WEIGHTS_SWEEPS.items():
+    for sweep, (subfolder, name_of) in WEIGHTS_SWEEPS.items():
         for cell in _sweep_cells(Path(folder), sweep):
             source = checkpoint_path(Path(folder) / sweep, cell_key(cell["overrides"]))
             if source.is_file():
-                target = Path(out) / subfolder / weights_name(cell["label"], cell["config"]["seed"])
+                target = Path(out) / subfolder / name_of(cell)
                 written.append(save_weights_only(target, load_checkpoint(source)))
     # Fig. 7's own models, under their own names: its rows continue on the same trainings in a later session (the
     # ones it adopted from Fig. 4, copies of Fig. 4's checkpoints, are kept once, with Fig. 4's)
@@ -600,7 +614,7 @@ def export_weights(folder: str | Path, out: str | Path) -> list[Path]:
 
 def restore_weights(weights: str | Path, folder: str | Path) -> list[Path]:
     """The inverse of export_weights: put the committed weights-only copies back where each sweep keeps its
-    checkpoints (<folder>/fig4/checkpoints, <folder>/losses/checkpoints, not committed; Fig. 7's from
+    checkpoints (<folder>/<sweep>/checkpoints for the sweeps in WEIGHTS_SWEEPS, not committed; Fig. 7's from
     <weights>/fig7/ likewise), so that a fresh clone can attack them again or lend their training to another
     sweep's identical cells (run_sweep's adopt_from). A weights-only checkpoint stands for a finished training
     (train's resume takes it as done). Only a file whose settings are the cell's own is put back; a checkpoint
@@ -611,10 +625,10 @@ def restore_weights(weights: str | Path, folder: str | Path) -> list[Path]:
     from .sweep import cell_key, checkpoint_path
 
     restored = []
-    for sweep_name, subfolder in WEIGHTS_SWEEPS.items():
+    for sweep_name, (subfolder, name_of) in WEIGHTS_SWEEPS.items():
         sweep = Path(folder) / sweep_name
         for cell in _sweep_cells(Path(folder), sweep_name):
-            source = Path(weights) / subfolder / weights_name(cell["label"], cell["config"]["seed"])
+            source = Path(weights) / subfolder / name_of(cell)
             target = checkpoint_path(sweep, cell_key(cell["overrides"]))
             if not source.is_file() or target.exists():
                 continue
