@@ -122,7 +122,7 @@ METHODS_NAMES = ("vanilla", "noise", "sampled", "pgd_at", "fgsm_rs")
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from .data import DATASETS
     from .propagate import NOISE_PLACEMENTS
-    from .train import METHODS, NOISE_LOSSES, SIGMA_MODES, TrainConfig
+    from .train import LR_SCHEDULES, METHODS, NOISE_LOSSES, SIGMA_MODES, TrainConfig
 
     defaults = TrainConfig()
     parser.add_argument("--method", choices=list(METHODS), default=defaults.method)
@@ -131,7 +131,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None, help="folder holding the data set's files")
     parser.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=_nonnegative_float, default=defaults.lr)
+    parser.add_argument("--lr", type=_nonnegative_float, default=defaults.lr,
+                        help="Adam's learning rate (the schedule's peak)")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
+                        help="onecycle: up over the first 20%% of the steps, then down along a cosine; constant")
     parser.add_argument("--sigma", type=_nonnegative_float, default=defaults.sigma,
                         help="noise std at the first pre-activation (noise, sampled); the start if learnable")
     parser.add_argument("--learnable-sigma", action="store_true")

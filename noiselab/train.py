@@ -77,6 +77,26 @@ SIGMA_MODES = ("absolute", "relative")
 # cell made under other values of these is the same training
 PLACE_KEYS = ("data_root", "device")
 
+# settings added after records were written whose default is not what those records were trained with: a record
+# without the key was trained as these say (with_defaults fills them in, not the new defaults)
+LEGACY = {"lr_schedule": "constant"}
+
+LR_SCHEDULES = ("constant", "onecycle")
+ONECYCLE_WARMUP = 0.2  # onecycle: the fraction of all steps the rate climbs, linearly from lr / 25 to lr
+
+
+def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of step `step` (0-based) of `total_steps`: a function of the step alone, so a resumed run
+    follows the schedule of an unbroken one. "onecycle": up linearly from lr / 25 over the first ONECYCLE_WARMUP of
+    the steps, then down along a half cosine to lr / 1000 at the last step (Smith & Topin's one-cycle policy)."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    warmup = max(1, round(ONECYCLE_WARMUP * total_steps))
+    if step < warmup:
+        return config.lr * (0.04 + 0.96 * step / warmup)
+    progress = (step - warmup) / max(1, total_steps - 1 - warmup)
+    return config.lr * (1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
 
 def changed_settings(stored: dict, now: dict) -> list[str]:
     """The settings of `now` that `stored` holds otherwise, PLACE_KEYS aside (both as TrainConfig.with_defaults or
@@ -95,7 +115,8 @@ class TrainConfig:
     method: str = "vanilla"
     epochs: int = 3
     batch_size: int = 128
-    lr: float = 1e-3             # Adam
+    lr: float = 3e-3             # Adam; the peak of the schedule
+    lr_schedule: str = "onecycle"  # or "constant" (see lr_at)
     sigma: float = 0.5           # noise std at the first pre-activation (noise, sampled); initial value if learnable
     learnable_sigma: bool = False
     bimodel_alpha: float = 0.0   # > 0 adds -alpha sigma^2 (the paper's Bimodel uses 0.25)
@@ -139,6 +160,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
         check_sigma(self.sigma)
         if self.learnable_sigma and self.sigma <= 0:
             raise ValueError("sigma (the initial value) must be > 0 when learnable_sigma is set")
@@ -155,7 +178,7 @@ class TrainConfig:
     def with_defaults(cls, values: dict) -> dict:
         """A stored config dict (a checkpoint's, a results file's) with the settings added since it was written
         filled in with their defaults, so that old records compare and read like new ones."""
-        return asdict(cls()) | values
+        return asdict(cls()) | LEGACY | values
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -434,6 +457,9 @@ def train(
             loss_sum, correct, seen = sync(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.lr_schedule != "constant":
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(config, step, total_steps)
         optimizer.step()
         step += 1
         if report or epoch_end:

@@ -38,7 +38,7 @@ from ..charts.adaptive import adaptive_chart, attack_loss_chart
 from ..defenses import randomized_accuracy, wilson_interval
 from ..evaluate import predict
 from ..train import TrainConfig, resolve_device, train
-from .presets import apply_overrides, mnist_preset, overridden
+from .presets import COMMITTED_RECIPE, apply_overrides, mnist_preset, overridden
 from .records import environment, read_json, write_json
 from .sweep import EvalSpec, adopt_training, cell_key, cell_label, print_progress
 
@@ -65,7 +65,7 @@ def preset(quick: bool, data_root: str | None, device: str) -> AdaptivePreset:
 def _preset(quick: bool, data_root: str | None, device: str) -> AdaptivePreset:
     if quick:
         base = TrainConfig(dataset="mnist-embedded", model="demo-cnn", train_limit=4000, epochs=2, batch_size=64,
-                           device=device)
+                           device=device, **COMMITTED_RECIPE)
         attacks = [["naive FGSM", "naive_fgsm", {}], ["EOT-FGSM k=8", "eot_fgsm", {"draws": 8}],
                    ["closed-form FGSM", "closed_form_fgsm", {}],
                    ["closed-form FGSM (prob. term)", "closed_form_fgsm", {"loss": "probability"}],

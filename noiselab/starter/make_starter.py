@@ -45,7 +45,7 @@ DEFAULT_WORK = Path.home() / ".cache" / "noiselab" / "starter-work"
 DEFAULT_DATA_ROOT = "../shared/data/mnist"  # from the project's root
 DEFAULT_ADOPT = "docs/results/weights"      # the verdict's committed weights-only checkpoints
 COMMON = ["--model", "lenet5", "--dataset", "mnist", "--device", "cpu", "--epochs", "10",
-          "--batch-size", "128", "--eps-warmup", "0.3"]
+          "--batch-size", "128", "--lr", "0.001", "--lr-schedule", "constant", "--eps-warmup", "0.3"]
 
 
 @dataclass(frozen=True)
