@@ -212,10 +212,11 @@ def _max2_backward(saved, grad_mean: Tensor, grad_var: Tensor):
     theta, alpha, cdf, cdf_neg, pdf, difference, grows, positive = saved
     grad_var = grad_var * positive
     alpha_term = pdf * difference / theta  # through alpha's dependence on the means
-    mean_a = grad_mean * cdf + grad_var * (theta * pdf * (1 - 2 * cdf) + 2 * theta * alpha * cdf * cdf_neg
-                                           + alpha_term)
-    mean_b = grad_mean * cdf_neg + grad_var * (theta * pdf * (1 - 2 * cdf_neg) - 2 * theta * alpha * cdf * cdf_neg
-                                               - alpha_term)
+    # V depends on the means only through alpha = (mean_a - mean_b) / theta, so dV/dmean_b = -dV/dmean_a (1 - 2 Phi
+    # = Phi(-alpha) - Phi): one coefficient for both means, in a third of the passes over memory
+    dv_dmean = (cdf * cdf_neg).mul_(alpha).mul_(2).addcmul_(pdf, cdf_neg - cdf).mul_(theta).add_(alpha_term)
+    mean_a = torch.addcmul(grad_mean * cdf, grad_var, dv_dmean)
+    mean_b = torch.addcmul(grad_mean * cdf_neg, grad_var, dv_dmean, value=-1)
     through_theta = (-pdf * (2 * pdf + alpha * (cdf - cdf_neg)) / 2 - alpha * alpha_term / (2 * theta))
     common = (grad_mean * pdf / (2 * theta) + grad_var * through_theta) * grows
     return mean_a, common + grad_var * cdf, mean_b, common + grad_var * cdf_neg
