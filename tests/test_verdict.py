@@ -31,7 +31,8 @@ def test_fig7s_table_in_results_md_is_its_results_file():
     assert verdict.doc_block(doc, "adaptive") == verdict.adaptive_markdown(FULL)
 
 
-@pytest.mark.parametrize("block", ["losses", "fig5-reduced", "fig5-reduced-independent", "recipe"])
+@pytest.mark.parametrize("block", ["losses", "fig5-reduced", "fig5-reduced-independent", "recipe",
+                                   "recipe-independent"])
 def test_the_ablations_and_reduced_fig5s_tables_in_results_md_are_their_results_files(block):
     doc = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
     assert verdict.doc_block(doc, block) == verdict.BLOCKS[block](FULL)

@@ -492,9 +492,15 @@ def recipe_markdown(folder: str | Path) -> str:
     return "\n".join(lines)
 
 
+def recipe_independent_markdown(folder: str | Path) -> str:
+    """The independent check of the recipe ablation's best noise-only models (<folder>/recipe/independent_check.json)."""
+    return independent_markdown(Path(folder) / "recipe")
+
+
 BLOCKS = {"verdict": verdict_markdown, "independent": independent_markdown, "adaptive": adaptive_markdown,
           "losses": losses_markdown, "fig5-reduced": reduced_cifar_markdown,
-          "fig5-reduced-independent": reduced_cifar_independent_markdown, "recipe": recipe_markdown}
+          "fig5-reduced-independent": reduced_cifar_independent_markdown, "recipe": recipe_markdown,
+          "recipe-independent": recipe_independent_markdown}
 
 
 def _marks(name: str) -> tuple[str, str]:
