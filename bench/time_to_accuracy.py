@@ -65,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
                        train_limit=args.train_limit, device=str(device))
     changed = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
     train(TrainConfig(**{**asdict(base), "epochs": 1, "train_limit": 4 * base.batch_size}), data=data)  # warm-up
+    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"time_to_accuracy-{device.type}.json"
     rows = []
+
+    def save(ratios: dict) -> None:  # after every run: a run cut at its time limit keeps what it finished
+        write_json(out, {"benchmark": "time_to_accuracy", "config": vars(args), "environment": environment(device),
+                         "rows": rows, "ratios_of_time_to_target": ratios})
+
     for name in args.only:
         overrides, target, seconds_targets, own_epochs = RUNS[name]
         settings = {**asdict(base), **overrides, **({"epochs": args.max_epochs} if own_epochs else changed)}
@@ -94,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{name:28s} never {target:.1%} in {config.epochs} epochs; best {best['test_accuracy']:.2%} "
                   f"after {best['elapsed']:.1f} s; epochs {accuracies}", flush=True)
+        save({})
     times = {row["run"]: row["seconds_to_target"] for row in rows}
     ratios = {}
     if times.get("vanilla"):
@@ -101,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                   if seconds and name != "vanilla"}
         for what, ratio in ratios.items():
             print(f"time to target, {what}: {ratio:.2f}x", flush=True)
-    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"time_to_accuracy-{device.type}.json"
-    write_json(out, {"benchmark": "time_to_accuracy", "config": vars(args), "environment": environment(device),
-                     "rows": rows, "ratios_of_time_to_target": ratios})
+    save(ratios)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
