@@ -493,7 +493,8 @@ def recipe_markdown(folder: str | Path) -> str:
 
 
 def recipe_independent_markdown(folder: str | Path) -> str:
-    """The independent check of the recipe ablation's best noise-only models (<folder>/recipe/independent_check.json)."""
+    """The independent check of the recipe ablation's best noise-only models
+    (<folder>/recipe/independent_check.json)."""
     return independent_markdown(Path(folder) / "recipe")
 
 
