@@ -315,3 +315,20 @@ def test_each_recipe_cell_has_its_own_weights_file_and_they_go_back_to_their_cel
     for cell in kept:
         state = load_checkpoint(checkpoint_path(tmp_path / "recipe", cell_key(cell["overrides"])))
         assert {k: state["config"].get(k) for k in cell["overrides"]} == cell["overrides"]
+
+
+@pytest.mark.parametrize("sweep", ["fig4", "losses", "recipe"])
+def test_the_full_preset_still_trains_as_the_committed_sweeps_were_trained(sweep):
+    """`noiselab reproduce` continues the committed full-scale sweeps only while the full preset's training settings
+    are theirs (a sweep refuses cells made under other settings): the presets keep the recipe those were trained with
+    (Adam at a constant 1e-3), not TrainConfig's newer one-cycle default."""
+    from dataclasses import asdict
+
+    from noiselab.experiments.presets import COMMITTED_RECIPE, mnist_preset
+    from noiselab.train import TrainConfig, changed_settings
+
+    results = json.loads((FULL / sweep / "results.json").read_text())
+    preset = mnist_preset(False, "../shared/data/mnist", "cpu").base
+    assert changed_settings(TrainConfig.with_defaults(results["base_config"]), asdict(preset)) == []
+    assert {key: getattr(preset, key) for key in COMMITTED_RECIPE} == COMMITTED_RECIPE != {
+        key: getattr(TrainConfig(), key) for key in COMMITTED_RECIPE}
