@@ -581,11 +581,14 @@ def overrides_weights_name(overrides: dict) -> str:
     return "-".join(parts) + f"-seed{overrides.get('seed', 0)}.pt"
 
 
+def _label_weights_name(cell: dict) -> str:
+    return weights_name(cell["label"], cell["config"]["seed"])
+
+
 # the sweeps whose trained models are kept as weights-only files, with the subfolder of the weights folder and how a
 # file is named: Fig. 4's at the top (the headline models), the loss ablation's in losses/, the recipe ablation's own
 # trainings in recipe/ (the ones it adopted from Fig. 4 and the loss ablation are kept with those)
-WEIGHTS_SWEEPS = {"fig4": (".", lambda cell: weights_name(cell["label"], cell["config"]["seed"])),
-                  "losses": ("losses", lambda cell: weights_name(cell["label"], cell["config"]["seed"])),
+WEIGHTS_SWEEPS = {"fig4": (".", _label_weights_name), "losses": ("losses", _label_weights_name),
                   "recipe": ("recipe", lambda cell: overrides_weights_name(cell["overrides"]))}
 
 
