@@ -49,6 +49,10 @@ def _check_moments(mean: Tensor, var: Tensor, cov: Tensor | None = None) -> None
         shape = tuple(cov.shape) if isinstance(cov, Tensor) else type(cov).__name__
         raise ValueError(f"cov must be the outputs' covariance, shape (batch, classes, classes) = "
                          f"{(batch, classes, classes)}, got {shape}")
+    if not bool(torch.isfinite(cov.detach()).all()):
+        raise ValueError("cov must be finite; got NaN or infinity")
+    if not bool(((cov - cov.transpose(1, 2)).detach().abs() <= 1e-4 * (1.0 + cov.detach().abs())).all()):
+        raise ValueError("cov must be symmetric (Cov(Y_k, Y_i) = Cov(Y_i, Y_k)); got one that is not")
     diagonal = cov.diagonal(dim1=1, dim2=2)
     tolerance = 1e-4 * (1.0 + var.detach().abs())
     if not bool(((diagonal.detach() - var.detach()).abs() <= tolerance).all()):
