@@ -94,6 +94,12 @@ def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
     """The learning rate of step `step` (0-based) of `total_steps`: a function of the step alone, so a resumed run
     follows the schedule of an unbroken one. "onecycle": up linearly from lr / 25 over the first ONECYCLE_WARMUP of
     the steps, then down along a half cosine to lr / 1000 at the last step (Smith & Topin's one-cycle policy)."""
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; choose one of {LR_SCHEDULES}")
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < total_steps:
+        raise ValueError(f"step must be an integer in [0, total_steps) = [0, {total_steps}), got {step!r}")
     if config.lr_schedule == "constant":
         return config.lr
     warmup = max(1, round(ONECYCLE_WARMUP * total_steps))

@@ -299,6 +299,13 @@ def test_the_onecycle_rate_climbs_then_falls_and_is_a_function_of_the_step_alone
     assert TrainConfig().lr_schedule == "onecycle"  # the default recipe (bench/time_to_accuracy.py)
     with pytest.raises(ValueError, match="unknown lr_schedule 'cosine'; choose one of"):
         TrainConfig(lr_schedule="cosine").validate()
+    with pytest.raises(ValueError, match="unknown lr_schedule 'cosine'; choose one of"):
+        lr_at(TrainConfig(lr_schedule="cosine"), 0, 100)  # not taken for one-cycle unchecked
+    for step, total, message in ((100, 100, r"step must be an integer in \[0, total_steps\)"),
+                                 (-1, 100, "step must be"), (2.0, 100, "step must be"),
+                                 (0, 0, "total_steps must be an integer >= 1")):
+        with pytest.raises(ValueError, match=message):
+            lr_at(config, step, total)
 
 
 def test_a_onecycle_run_stopped_mid_epoch_resumes_to_the_unbroken_runs_weights(tmp_path):
