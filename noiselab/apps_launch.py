@@ -1,12 +1,15 @@
 """Serve the lab (apps/noiselab.ipynb) with Voilà, with the deployment settings of apps/voila.json.
 
-    noiselab-app [--port 8866] [--no-browser] [--host localhost] [--pool-size 0]
+    noiselab-app [--port 8866] [--no-browser] [--host localhost] [--pool-size 0] [--max-visitors N]
     python -m noiselab.apps_launch --port 8866 --no-browser
 
 Voilà runs in apps/ so that it reads apps/voila.json: sources stripped and tracebacks hidden (Voilà's defaults,
 kept), no template or theme switching from the URL, and idle kernels of visitors who left culled after 2 minutes
 (checked every minute). `--pool-size N` keeps N kernels preheated (the lab loaded before a visitor arrives; each
-costs a kernel's memory while it waits). The URL is printed once the server answers.
+costs a kernel's memory while it waits). `--max-visitors N` bounds the kernels running at once (the pool's
+included): a page load beyond them gets a page saying that the lab is full, not a kernel the machine has no memory
+for. Its default fits the memory this server may use (`default_max_visitors`), and is printed at start. The URL is
+printed once the server answers.
 
 The notebook is found beside the package in a source checkout (`pip install -e .`, as the README does) or in
 the current directory's apps/.
@@ -15,6 +18,7 @@ the current directory's apps/.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import subprocess
@@ -24,6 +28,37 @@ from pathlib import Path
 
 APP_NAME = "noiselab.ipynb"
 DEFAULT_PORT = 8866
+GB = 1e9
+KERNEL_GB = 0.8      # a visitor's kernel holding torch and the lab after some use: 0.5-0.7 GB resident, measured
+SERVER_GB = 0.5      # kept for the server itself and the system
+BOUNDED_MANAGER = "noiselab.apps_kernels.BoundedKernelManager"
+
+
+def memory_limit_bytes() -> int | None:
+    """The memory this process may use: the machine's, or less where a container's cgroup or Binder's MEM_LIMIT
+    says so; None where none of them can be read."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    if os.environ.get("MEM_LIMIT", "").isdigit() and int(os.environ["MEM_LIMIT"]) > 0:
+        limits.append(int(os.environ["MEM_LIMIT"]))
+    return min(limits) if limits else None
+
+
+def default_max_visitors(memory_bytes: int | None) -> int:
+    """As many visitors' kernels as the memory holds beside the server (at least 1; 4 where it is unknown)."""
+    if memory_bytes is None:
+        return 4
+    return max(1, int((memory_bytes / GB - SERVER_GB) // KERNEL_GB))
 
 
 def app_dir() -> Path:
@@ -37,13 +72,23 @@ def app_dir() -> Path:
 
 
 def voila_command(port: int, host: str = "localhost", open_browser: bool = False, pool_size: int = 0,
-                  extra: list[str] | tuple = ()) -> list[str]:
-    """The Voilà command line serving the lab; run it with cwd=app_dir() so that apps/voila.json applies."""
+                  max_visitors: int | None = None, extra: list[str] | tuple = ()) -> list[str]:
+    """The Voilà command line serving the lab; run it with cwd=app_dir() so that apps/voila.json applies.
+    max_visitors: the most kernels at once (None: no bound)."""
+    if max_visitors is not None and (isinstance(max_visitors, bool) or not isinstance(max_visitors, int)
+                                     or max_visitors < 1):
+        raise ValueError(f"max_visitors is an integer >= 1 (or None: no bound), got {max_visitors!r}")
+    if max_visitors is not None and pool_size > max_visitors:
+        raise ValueError(f"a pool of {pool_size} preheated kernels does not fit a bound of {max_visitors} "
+                         "visitors: the pool's kernels count against it (lower --pool-size or raise --max-visitors)")
     command = [sys.executable, "-m", "voila", str(app_dir() / APP_NAME), f"--port={port}", f"--Voila.ip={host}"]
     if not open_browser:
         command.append("--no-browser")
     if pool_size > 0:
         command += ["--preheat_kernel=True", f"--pool_size={pool_size}"]
+    if max_visitors is not None:
+        command += [f"--VoilaConfiguration.multi_kernel_manager_class={BOUNDED_MANAGER}",
+                    f"--BoundedKernelManager.max_kernels={max_visitors}"]
     return command + list(extra)
 
 
@@ -93,6 +138,16 @@ def _pool_size(text: str) -> int:
     return size
 
 
+def _max_visitors(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 visitor, got {count}")
+    return count
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -103,14 +158,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="localhost", help="address to listen on (0.0.0.0 for every interface)")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
     parser.add_argument("--pool-size", type=_pool_size, default=0, help="kernels kept preheated (default 0)")
+    parser.add_argument("--max-visitors", type=_max_visitors, default=None,
+                        help="the most visitors' kernels at once, the pool's included (default: as many as the "
+                             f"memory holds at ~{KERNEL_GB} GB each)")
     args = parser.parse_args(argv)
 
+    memory = memory_limit_bytes()
+    max_visitors = args.max_visitors or default_max_visitors(memory)
+    if args.pool_size > max_visitors:
+        parser.error(f"--pool-size {args.pool_size} is larger than the bound of {max_visitors} visitors (the pool's "
+                     "kernels count against it): lower --pool-size or raise --max-visitors")
     if not port_is_free(args.port, args.host):
         parser.error(f"port {args.port} is in use (another lab?): pass --port with a free one")
     folder = app_dir()
-    command = voila_command(args.port, args.host, open_browser=not args.no_browser, pool_size=args.pool_size)
+    command = voila_command(args.port, args.host, open_browser=not args.no_browser, pool_size=args.pool_size,
+                            max_visitors=max_visitors)
     url = f"http://{args.host}:{args.port}/"
     print(f"starting Voilà on {folder / APP_NAME} with {folder / 'voila.json'} ...", flush=True)
+    if args.max_visitors:
+        print(f"at most {max_visitors} visitors at once (--max-visitors)", flush=True)
+    else:
+        known = f"{memory / GB:.1f} GB of memory" if memory else "the memory could not be read"
+        print(f"at most {max_visitors} visitors at once ({known}, ~{KERNEL_GB} GB each; --max-visitors to change)",
+              flush=True)
     process = subprocess.Popen(command, cwd=folder)
     # Ctrl-C, and a SIGTERM from a process manager, stop Voilà (which shuts its kernels down) rather than orphan it
     signal.signal(signal.SIGINT, signal.default_int_handler)
