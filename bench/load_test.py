@@ -215,7 +215,7 @@ async def main_async(args) -> dict:
 
     log_dir = Path(args.out).parent / "load_test-artifacts"  # the server's log, screenshots of missed presses
     log_dir.mkdir(parents=True, exist_ok=True)
-    server = start_voila(log_dir)
+    server = start_voila(log_dir, max_visitors=sum(args.visitors))  # bounded, with room for every round at once
     rounds = []
     try:
         async with async_playwright() as playwright:

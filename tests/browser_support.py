@@ -94,10 +94,13 @@ class Server:
         self._log.close()
 
 
-def start_voila(log_dir: Path, extra: tuple = ()) -> Server:
-    """`voila apps/noiselab.ipynb --no-browser --port=<free>` with apps/voila.json, as `make demo` serves it."""
+def start_voila(log_dir: Path, extra: tuple = (), max_visitors: int = 6) -> Server:
+    """`voila apps/noiselab.ipynb --no-browser --port=<free>` with apps/voila.json and the bounded kernel manager
+    (a page beyond max_visitors is turned away, a page that never connects loses its kernel), as `make demo`
+    serves it."""
     port = free_port()
-    return Server(voila_command(port, extra=extra), cwd=app_dir(), port=port, log=log_dir / "voila.log")
+    return Server(voila_command(port, max_visitors=max_visitors, extra=extra), cwd=app_dir(), port=port,
+                  log=log_dir / "voila.log")
 
 
 def start_jupyterlab(root: Path, log_dir: Path) -> Server:

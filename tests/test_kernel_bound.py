@@ -1,6 +1,10 @@
 """The bound on visitors' kernels (issue 17): noiselab-app --max-visitors, the lab-is-full page, bad settings."""
 
+import asyncio
 import re
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +67,52 @@ def test_the_manager_refuses_a_negative_bound():
         BoundedKernelManager(max_kernels=-1)
 
 
+class Connection:
+    """What a visitor's page does once loaded: a websocket to its kernel (tornado's client, on a thread of its own),
+    held until close()."""
+
+    def __init__(self, server_url: str, kernel_id: str):
+        from tornado.websocket import websocket_connect
+
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        url = server_url.replace("http://", "ws://") + f"api/kernels/{kernel_id}/channels"
+
+        async def connect():
+            return await websocket_connect(url)
+
+        self.socket = asyncio.run_coroutine_threadsafe(connect(), self.loop).result(timeout=60)
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.socket.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def wait_until(condition, seconds: float) -> float:
+    """Seconds until condition() held; fails after `seconds`."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < seconds, f"not within {seconds} s"
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+def kernel_count(server) -> int:
+    """The server's kernel processes (a child ending during the count makes psutil give up: count again)."""
+    import psutil
+
+    for _ in range(10):
+        try:
+            return len(psutil.Process(server.process.pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            time.sleep(0.1)
+    raise AssertionError("the server's processes could not be counted")
+
+
+def alive(server, kernel_id: str) -> bool:
+    return visit(f"{server.url}api/kernels/{kernel_id}")[0] == 200
+
+
 def visit(url: str) -> tuple[int, str]:
     """A page load as a browser makes it: the status and the page (the lab, or the error page)."""
     try:
@@ -87,19 +137,51 @@ def test_a_server_bounded_at_two_turns_the_others_away_until_one_leaves(tmp_path
         assert [status for status, _ in visits].count(503) == 2
         for page in refused:
             assert "The lab is full - 2 visitors; try again in a minute" in page and "Traceback" not in page
-        assert len(server.kernels()) <= 2
+        assert kernel_count(server) <= 2
         kernels = [KERNEL_ID.search(page).group(0) for page in admitted]
+        connections = [Connection(server.url, kernel) for kernel in kernels]  # the pages connect, as in a browser
         for kernel in kernels:  # the two admitted visitors' kernels still run
-            assert visit(f"{server.url}api/kernels/{kernel}")[0] == 200
+            assert alive(server, kernel)
 
         # one visitor leaves (the page's own call on unload): the next visitor gets in, the other keeps working
         leave = urllib.request.Request(f"{server.url}voila/api/shutdown/{kernels[0]}", method="POST", data=b"")
         with urllib.request.urlopen(leave, timeout=60) as reply:
             assert reply.status == 204
+        connections[0].close()
         status, page = visit(server.url)
         assert status == 200 and "noiselab" in page, page[-2000:]
-        assert visit(f"{server.url}api/kernels/{kernels[1]}")[0] == 200
+        connections.append(Connection(server.url, KERNEL_ID.search(page).group(0)))
         assert visit(server.url)[0] == 503  # and the server is full again
+        time.sleep(20)  # longer than abandoned_after: connected visitors' kernels stay however long they stay
+        assert alive(server, kernels[1]) and visit(server.url)[0] == 503
         assert "Traceback" not in server.log()
+        for connection in connections[1:]:
+            connection.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_page_abandoned_before_it_connected_frees_its_kernel_in_seconds(tmp_path):
+    from browser_support import Server
+
+    port = free_port()
+    server = Server(voila_command(port, max_visitors=2), cwd=app_dir(), port=port, log=tmp_path / "voila.log")
+    try:
+        # a reload mid-load: the request is dropped once the page has started to arrive (its kernel is running)
+        with socket.create_connection(("localhost", port), timeout=60) as client:
+            client.sendall(f"GET / HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode())
+            assert client.recv(1024).startswith(b"HTTP/1.1 200")
+            wait_until(lambda: kernel_count(server) == 1, 60)
+        # a page loaded whole whose script never connects (a closed tab, a client without JavaScript)
+        status, page = visit(server.url)
+        assert status == 200
+        loaded = KERNEL_ID.search(page).group(0)
+        assert alive(server, loaded)
+        seconds = wait_until(lambda: not alive(server, loaded) and kernel_count(server) == 0, 60)
+        # both kernels went: seconds, not the 2-minute cull
+        print(f"abandoned kernels gone {seconds:.1f} s after the second page loaded")
+        assert "its page ended" in server.log() and "Traceback" not in server.log()
+        assert visit(server.url)[0] == 200  # the places are free again
     finally:
         server.stop()
