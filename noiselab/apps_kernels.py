@@ -39,6 +39,7 @@ class BoundedKernelManager(AsyncMappingKernelManager):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._reserved: set[str] = set()  # ids of kernels being started: counted before the server lists them
+        self._stopping: set[str] = set()  # ids of kernels being shut down: their memory is not free yet
         self._pages: dict[str, list] = {}  # kernel id -> [the page request's task, when it was first seen ended]
         self._ever_connected: set[str] = set()
         self._watchdog: PeriodicCallback | None = None
@@ -93,8 +94,16 @@ class BoundedKernelManager(AsyncMappingKernelManager):
         return abandoned
 
     def kernels_counted(self) -> int:
-        """Running kernels and those being started, each once."""
-        return len(set(self.list_kernel_ids()) | self._reserved)
+        """Running kernels, those being started and those being shut down (until their process has ended), each
+        once."""
+        return len(set(self.list_kernel_ids()) | self._reserved | self._stopping)
+
+    async def shutdown_kernel(self, kernel_id: str, *args, **kwargs):
+        self._stopping.add(kernel_id)
+        try:
+            return await super().shutdown_kernel(kernel_id, *args, **kwargs)
+        finally:
+            self._stopping.discard(kernel_id)
 
     async def start_kernel(self, *, kernel_id: str | None = None, **kwargs):
         if kernel_id is not None and kernel_id in self:  # an existing kernel: nothing new is started

@@ -8,11 +8,13 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from noiselab.apps_launch import GB, app_dir, default_max_visitors, free_port, main, memory_limit_bytes, voila_command
 
+REPO = Path(__file__).resolve().parents[1]
 KERNEL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -185,3 +187,20 @@ def test_a_page_abandoned_before_it_connected_frees_its_kernel_in_seconds(tmp_pa
         assert visit(server.url)[0] == 200  # the places are free again
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_burst_of_abandoned_page_loads_never_passes_the_bound_and_leaves_the_server_as_it_was(tmp_path):
+    """bench/burst_test.py scaled down: 20 page loads within 3 s on a server bounded at 3, most hung up early."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("burst_test", REPO / "bench" / "burst_test.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.burst(loads=20, within=3.0, max_visitors=3, finish=0.2, seed=1, settle_timeout=90,
+                         log_dir=tmp_path)
+    assert sum(report["outcomes"].values()) == 20 and not any(o.startswith("error") for o in report["outcomes"])
+    assert report["outcomes"].get("full", 0) >= 1  # the burst did reach the bound
+    assert 1 <= report["most_kernels_at_once"] <= 3
+    assert report["settled"] and report["settled_after_answered_s"] <= 60, report  # kernels gone, memory back
+    assert report["new_visitor_after"] == "lab" and report["tracebacks_in_server_log"] == 0

@@ -1,0 +1,209 @@
+"""A burst of page loads on the lab's server: most abandoned before they finish, as a room pressing reload does.
+
+    python bench/burst_test.py [--loads 100] [--within 5] [--max-visitors N] [--finish 0.1]
+
+Serves the lab as `make demo` does (apps/voila.json, the bounded kernel manager of noiselab-app with
+--max-visitors), then makes `--loads` page requests from plain HTTP clients on localhost, spread over `--within`
+seconds. A fraction `--finish` of them read their page to the end (visitors who stay but whose page never runs its
+script, the worst case for the bound); the others hang up after a random 0.1-3 s, before their page is done. It
+samples the server's kernel processes every 0.2 s, and its memory (the resident memory of the server and every
+kernel, a sum that counts shared pages once per process) and the machine's memory in use, and reports: how the
+loads ended (the lab, the "full" page, or hung up), the most kernel processes alive at once (never above the bound),
+how long until the kernels were gone and the machine's memory in use back within 100 MB of its idle level before
+the burst (so run it on an otherwise idle machine), and whether a new visitor then gets the lab normally.
+Writes bench/results/burst_test.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from browser_support import start_voila  # noqa: E402
+
+MEMORY_SLACK_MB = 100.0
+
+
+def tree(server) -> list:
+    """The server's process and its kernels (psutil gives up when a child ends during the walk: walk again)."""
+    import psutil
+
+    for _ in range(20):
+        try:
+            root = psutil.Process(server.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            time.sleep(0.05)
+    return []
+
+
+def resident_mb(processes: list) -> float:
+    import psutil
+
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+def system_used_mb() -> float:
+    """The machine's memory in use (total - available): shared pages once, unlike a sum of resident sizes."""
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return (memory.total - memory.available) / 2**20
+
+
+class Sampler(threading.Thread):
+    """Kernel processes, their and the server's resident memory, and the machine's memory in use, every `period`
+    seconds until stopped."""
+
+    def __init__(self, server, period: float = 0.2):
+        super().__init__(daemon=True)
+        self.server, self.period, self.samples = server, period, []
+        self.done = threading.Event()
+
+    def run(self):
+        start = time.monotonic()
+        while not self.done.is_set():
+            processes = tree(self.server)
+            self.samples.append((time.monotonic() - start, max(len(processes) - 1, 0), resident_mb(processes),
+                                 system_used_mb()))
+            time.sleep(self.period)
+
+
+def page_load(url: str, hang_up_after: float | None) -> str:
+    """One page request: 'lab' (the whole page), 'full' (the bound's 503 page), 'hung up' or 'error: ...'."""
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    try:
+        if hang_up_after is None:
+            with urllib.request.urlopen(url, timeout=300) as reply:
+                page = reply.read().decode()
+            return "lab" if "noiselab" in page else "other page"
+        with socket.create_connection((host, int(port)), timeout=30) as client:
+            client.sendall(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            client.settimeout(hang_up_after)
+            try:
+                first = client.recv(64)
+            except TimeoutError:
+                return "hung up"
+            if first.startswith(b"HTTP/1.1 503"):
+                return "full"
+            time.sleep(max(0.0, hang_up_after - 0.05))
+            return "hung up"
+    except urllib.error.HTTPError as error:
+        return "full" if error.code == 503 and "The lab is full" in error.read().decode() else f"error: {error}"
+    except OSError as error:
+        return f"error: {error}"
+
+
+def burst(loads: int = 100, within: float = 5.0, max_visitors: int = 30, finish: float = 0.1, seed: int = 0,
+          settle_timeout: float = 120.0, log_dir: Path | None = None) -> dict:
+    rng = random.Random(seed)
+    load_at_start = os.getloadavg()
+    log_dir = log_dir or REPO / "bench" / "results" / "burst_test-artifacts"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    server = start_voila(log_dir, max_visitors=max_visitors)
+    sampler = Sampler(server)
+    try:
+        time.sleep(2.0)
+        idle_mb, idle_system_mb = resident_mb(tree(server)), system_used_mb()
+        sampler.start()
+        plans = sorted((rng.uniform(0, within), None if rng.random() < finish else rng.uniform(0.1, 3.0))
+                       for _ in range(loads))
+        outcomes: list[str] = []
+        start = time.monotonic()
+        threads = []
+        for at, hang_up_after in plans:
+            time.sleep(max(0.0, at - (time.monotonic() - start)))
+            thread = threading.Thread(target=lambda h=hang_up_after: outcomes.append(page_load(server.url, h)))
+            thread.start()
+            threads.append(thread)
+        sent_s = time.monotonic() - start
+        for thread in threads:
+            thread.join(timeout=330)
+        answered_s = time.monotonic() - start
+        # settled: no kernel left and the machine's memory in use back within MEMORY_SLACK_MB of its idle level
+        while time.monotonic() - start < answered_s + settle_timeout:
+            if len(tree(server)) == 1 and system_used_mb() <= idle_system_mb + MEMORY_SLACK_MB:
+                break
+            time.sleep(0.5)
+        settled_s = time.monotonic() - start
+        final_processes = tree(server)
+        memory_after, system_after = resident_mb(final_processes), system_used_mb()
+        settled = len(final_processes) == 1 and system_after <= idle_system_mb + MEMORY_SLACK_MB
+        sampler.done.set()
+        sampler.join(timeout=5)
+        visitor_start = time.monotonic()
+        after = page_load(server.url, None)
+        after_s = time.monotonic() - visitor_start
+        log = server.log()
+    finally:
+        sampler.done.set()
+        server.stop()
+    counts = {name: outcomes.count(name) for name in sorted(set(outcomes))}
+    return {
+        "config": {"loads": loads, "within_s": within, "max_visitors": max_visitors, "finish": finish, "seed": seed,
+                   "memory_slack_mb": MEMORY_SLACK_MB, "voila_settings": "apps/voila.json"},
+        "sent_s": round(sent_s, 2),
+        "outcomes": counts,
+        "most_kernels_at_once": max((sample[1] for sample in sampler.samples), default=0),
+        "server_and_kernels_rss_mb": {"idle": round(idle_mb, 1),
+                                      "peak": round(max((s[2] for s in sampler.samples), default=idle_mb), 1),
+                                      "after": round(memory_after, 1)},
+        "machine_memory_used_mb": {"idle": round(idle_system_mb, 1),
+                                   "peak": round(max((s[3] for s in sampler.samples), default=idle_system_mb), 1),
+                                   "after": round(system_after, 1)},
+        "all_answered_s": round(answered_s, 1),
+        "settled": settled,
+        "settled_after_answered_s": round(settled_s - answered_s, 1),
+        "new_visitor_after": after,
+        "new_visitor_load_s": round(after_s, 1),
+        "tracebacks_in_server_log": log.count("Traceback"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+                    "load_average_at_start": [round(x, 2) for x in load_at_start]},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--loads", type=int, default=100)
+    parser.add_argument("--within", type=float, default=5.0, help="seconds over which the loads arrive")
+    parser.add_argument("--max-visitors", type=int, default=None,
+                        help="the server's bound (default: noiselab-app's for this machine's memory)")
+    parser.add_argument("--finish", type=float, default=0.1, help="fraction of loads that read their page whole")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "burst_test.json"))
+    args = parser.parse_args(argv)
+    if args.max_visitors is None:
+        from noiselab.apps_launch import default_max_visitors, memory_limit_bytes
+
+        args.max_visitors = default_max_visitors(memory_limit_bytes())
+    if not (1 <= args.loads <= 500) or args.within <= 0 or args.max_visitors < 1 or not 0 <= args.finish <= 1:
+        parser.error("loads within [1, 500], within > 0, max-visitors >= 1, finish within [0, 1]")
+    report = burst(args.loads, args.within, args.max_visitors, args.finish, args.seed)
+    print(json.dumps(report, indent=2))
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
