@@ -35,6 +35,8 @@ class BoundedKernelManager(AsyncMappingKernelManager):
     max_kernels = Integer(0, config=True, help="the most kernels running at once (0: no bound)")
     abandoned_after = Float(15.0, config=True, help="seconds after a page's request ended without the page "
                                                     "connecting before its kernel is shut down (0: never)")
+    process_end_wait = Float(60.0, config=True, help="seconds a kernel being shut down still counts against the "
+                                                     "bound while its process has not ended")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -50,10 +52,10 @@ class BoundedKernelManager(AsyncMappingKernelManager):
             raise TraitError(f"max_kernels is >= 0 (0: no bound), got {proposal['value']}")
         return proposal["value"]
 
-    @validate("abandoned_after")
-    def _check_abandoned_after(self, proposal):
+    @validate("abandoned_after", "process_end_wait")
+    def _check_seconds(self, proposal):
         if not proposal["value"] >= 0:  # NaN too
-            raise TraitError(f"abandoned_after is >= 0 seconds (0: never), got {proposal['value']}")
+            raise TraitError(f"{proposal['trait'].name} is >= 0 seconds, got {proposal['value']}")
         return proposal["value"]
 
     def notify_connect(self, kernel_id):
@@ -98,11 +100,33 @@ class BoundedKernelManager(AsyncMappingKernelManager):
         once."""
         return len(set(self.list_kernel_ids()) | self._reserved | self._stopping)
 
+    def _os_process(self, kernel_id: str):
+        """The kernel's process (a Popen of the local provisioner), or None where there is none to watch."""
+        try:
+            provisioner = getattr(self.get_kernel(kernel_id), "provisioner", None)
+        except KeyError:
+            return None
+        process = getattr(provisioner, "process", None)
+        return process if callable(getattr(process, "poll", None)) else None
+
+    async def _until_ended(self, kernel_id: str, process) -> None:
+        """Wait until the kernel's process has ended (jupyter_client stops waiting for a killed kernel after 5 s,
+        and a busy machine can take longer to end a process that holds most of a gigabyte)."""
+        deadline = time.monotonic() + self.process_end_wait
+        while process is not None and process.poll() is None:
+            if time.monotonic() >= deadline:
+                self.log.warning("kernel %s: its process %s has not ended %.0f s after its shutdown; no longer "
+                                 "counted", kernel_id, process.pid, self.process_end_wait)
+                return
+            await asyncio.sleep(0.1)
+
     async def shutdown_kernel(self, kernel_id: str, *args, **kwargs):
         self._stopping.add(kernel_id)
+        process = self._os_process(kernel_id)
         try:
             return await super().shutdown_kernel(kernel_id, *args, **kwargs)
         finally:
+            await self._until_ended(kernel_id, process)
             self._stopping.discard(kernel_id)
 
     async def start_kernel(self, *, kernel_id: str | None = None, **kwargs):

@@ -67,6 +67,32 @@ def test_the_manager_refuses_a_negative_bound():
 
     with pytest.raises(TraitError, match="max_kernels is >= 0"):
         BoundedKernelManager(max_kernels=-1)
+    for name in ("abandoned_after", "process_end_wait"):
+        with pytest.raises(TraitError, match=f"{name} is >= 0 seconds"):
+            BoundedKernelManager(**{name: float("nan")})
+
+
+def test_a_kernel_being_shut_down_counts_until_its_process_has_ended():
+    """jupyter_client stops waiting for a killed kernel after 5 s; the bound waits for the process itself."""
+    import subprocess
+    import sys
+
+    from noiselab.apps_kernels import BoundedKernelManager
+
+    manager = BoundedKernelManager(max_kernels=1, process_end_wait=30.0)
+    ending = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    start = time.monotonic()
+    asyncio.run(manager._until_ended("k", ending))
+    assert ending.poll() == 0 and time.monotonic() - start >= 1.0  # waited for the end, not less
+    lasting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        manager.process_end_wait = 0.5
+        start = time.monotonic()
+        asyncio.run(manager._until_ended("k", lasting))
+        assert lasting.poll() is None and time.monotonic() - start < 5  # gave up after process_end_wait
+    finally:
+        lasting.kill()
+        lasting.wait()
 
 
 class Connection:
@@ -203,4 +229,5 @@ def test_a_burst_of_abandoned_page_loads_never_passes_the_bound_and_leaves_the_s
     assert report["outcomes"].get("full", 0) >= 1  # the burst did reach the bound
     assert 1 <= report["most_kernels_at_once"] <= 3
     assert report["settled"] and report["settled_after_answered_s"] <= 60, report  # kernels gone, memory back
-    assert report["new_visitor_after"] == "lab" and report["tracebacks_in_server_log"] == 0
+    assert report["first_visitor_alone"] == "lab" and report["new_visitor_after"] == "lab"
+    assert report["tracebacks_in_server_log"] == 0
