@@ -7,12 +7,13 @@ Serves the lab as `make demo` does (apps/voila.json, the bounded kernel manager 
 seconds. A fraction `--finish` of them read their page to the end (visitors who stay but whose page never runs its
 script, the worst case for the bound); the others hang up after a random 0.1-3 s, before their page is done. It
 samples the server's kernel processes every 0.2 s, and its memory (the resident memory of the server and every
-kernel, a sum that counts shared pages once per process) and the machine's memory in use, and reports: how the
-loads ended (the lab, the "full" page, or hung up), the most kernel processes alive at once (never above the bound;
-exited ones not yet reaped counted apart), how long until the kernels were gone and the machine's memory in use
-back within 100 MB of its idle level, and whether a new visitor then gets the lab normally. The idle level is
-taken after one visitor has been served and its kernel has gone (a server that has rendered the page once holds
-its templates and modules), and on an otherwise idle machine: run it on one.
+kernel, a sum that counts shared pages once per process) and the machine's memory in use, and reports: how the loads
+ended (the lab, the "full" page, or hung up), the most kernel processes (the server's children) alive at once (never
+above the bound; exited ones not yet reaped, and the kernels' own short-lived children, counted apart), how long
+until the kernels were gone and the machine's memory in use back within 100 MB of its idle level, and whether a new
+visitor then gets the lab normally. The idle level is taken after one visitor has been served and its kernel has
+gone (a server that has rendered the page once holds its templates and modules), and on an otherwise idle machine:
+run it on one.
 Writes bench/results/burst_test.json.
 """
 
@@ -73,6 +74,24 @@ def status(process) -> str:
         return "gone"
 
 
+def parent_pid(process) -> int | None:
+    import psutil
+
+    try:
+        return process.ppid()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def name(process) -> str:
+    import psutil
+
+    try:
+        return " ".join(process.cmdline()[:3])[:80] or process.name()
+    except psutil.Error:
+        return "gone"
+
+
 def system_used_mb() -> float:
     """The machine's memory in use (total - available): shared pages once, unlike a sum of resident sizes."""
     import psutil
@@ -89,14 +108,20 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.server, self.period, self.samples = server, period, []
         self.done = threading.Event()
+        self.other_processes: set[str] = set()
 
     def run(self):
         start = time.monotonic()
         while not self.done.is_set():
             processes = tree(self.server)
-            live = [process for process in processes[1:] if status(process) not in ("zombie", "gone")]
+            server_pid = processes[0].pid if processes else None
+            kernels = [process for process in processes[1:] if parent_pid(process) == server_pid]
+            live = [process for process in kernels if status(process) not in ("zombie", "gone")]
+            for process in processes[1:]:
+                if process not in kernels:  # a kernel's own child (a library's helper process): not a kernel
+                    self.other_processes.add(name(process))
             self.samples.append((time.monotonic() - start, len(live), resident_mb(processes), system_used_mb(),
-                                 len(processes[1:])))
+                                 len(kernels)))
             time.sleep(self.period)
 
 
@@ -191,6 +216,7 @@ def burst(loads: int = 100, within: float = 5.0, max_visitors: int = 30, finish:
         "outcomes": counts,
         "most_kernels_at_once": max((sample[1] for sample in sampler.samples), default=0),  # live processes
         "most_kernel_processes_with_exited_ones": max((sample[4] for sample in sampler.samples), default=0),
+        "kernels_child_processes_seen": sorted(sampler.other_processes),  # counted apart: not kernels
         "server_and_kernels_rss_mb": {"idle": round(idle_mb, 1),
                                       "peak": round(max((s[2] for s in sampler.samples), default=idle_mb), 1),
                                       "after": round(memory_after, 1)},
@@ -205,6 +231,9 @@ def burst(loads: int = 100, within: float = 5.0, max_visitors: int = 30, finish:
         "new_visitor_after": after,
         "new_visitor_load_s": round(after_s, 1),
         "tracebacks_in_server_log": log.count("Traceback"),
+        "errors_in_server_log": log.count("ERROR"),
+        # every second: seconds from the first load, live kernels, machine memory in use (MB)
+        "timeline": [[round(t, 1), kernels, round(used)] for t, kernels, _, used, _ in sampler.samples[::5]],
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
                     "load_average_at_start": [round(x, 2) for x in load_at_start]},

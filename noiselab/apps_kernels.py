@@ -7,18 +7,28 @@ beyond N gets HTTP 503 with Voilà's error page saying that the lab is full, and
 Kernels of the preheated pool count too (their memory is spent all the same).
 
 A kernel whose visitor leaves is shut down by the page itself (Voilà's beforeunload call), or by the idle culling
-of apps/voila.json after minutes. A page abandoned before it connected (a reload mid-load, a closed tab, a client
-that never runs the page's script) makes no such call: its kernel is shut down `abandoned_after` seconds after the
-page's request ended without the page connecting to it. A kernel whose page is still loading (its request still
-open, however long a busy server takes) or that a page ever connected to is never shut down by this rule. Kernels
-of the preheated pool wait for visitors without a request and are left to culling.
+of apps/voila.json after minutes. A page abandoned before it connected makes no such call. A visitor who hangs up
+before the page is complete (a reload mid-load, a tab closed while loading) loses the kernel within a second or
+two: the page's rendering is stopped and the kernel shut down (tornado sees the connection close). A page
+delivered whole that never connects (a tab closed just after, a client that never runs the page's script) loses
+it `abandoned_after` seconds (30) after its request ended: time for a busy browser to run the page's script. A
+kernel whose page is still loading, however long a busy server takes, or that a page ever connected to is never
+shut down by these rules. A kernel being shut down counts against the bound until its process has ended.
+
+With Voilà's preheated pool (`--pool-size`), the pool's kernels count against the bound: a place of the pool the
+bound refuses is taken out of the pool (a later visitor then gets the "full" page from the bound itself, or a
+pool kernel if there is one), and the pool is filled again whenever a kernel ends. Pool kernels wait for visitors
+without a request and are left to culling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import time
 import uuid
+import weakref
 
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from tornado import web
@@ -31,10 +41,77 @@ def full_message(bound: int) -> str:
     return f"The lab is full - {bound} visitor{'s' if bound != 1 else ''}; try again in a minute"
 
 
+def _requesting_handler() -> web.RequestHandler | None:
+    """The request handler whose coroutine is calling (Voilà's page handler starting a kernel), from the stack: the
+    awaiting coroutines' frames are on it while the innermost runs."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, web.RequestHandler):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def _hung_up(handler: web.RequestHandler | None) -> bool:
+    """Whether the handler's client has closed its connection (tornado watches an idle connection for the close)."""
+    if handler is None:
+        return False
+    stream = getattr(getattr(handler.request, "connection", None), "stream", None)
+    return stream is not None and stream.closed()
+
+
+def _stop_rendering(kernel_id: str) -> list[asyncio.Task]:
+    """Cancel Voilà's rendering of the page whose kernel is `kernel_id` (its task executing the notebook in the
+    kernel: nobody will read the page); that task and its executor's polling tasks."""
+    cancelled, executors = [], []
+    for task in asyncio.all_tasks():
+        coroutine = task.get_coro()
+        frame = getattr(coroutine, "cr_frame", None)
+        if (frame is not None and getattr(coroutine, "__qualname__", "").endswith("put_html")
+                and frame.f_locals.get("kernel_id") == kernel_id):
+            task.cancel()
+            cancelled.append(task)
+            executors.append(getattr(frame.f_locals.get("gen"), "executor", None))
+    for task in asyncio.all_tasks():  # the executor's own polling tasks (they log the kernel's end too)
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        if frame is not None and any(frame.f_locals.get("self") is executor for executor in executors if executor):
+            cancelled.append(task)
+    return cancelled
+
+
+class _StoppedRenderings(logging.Filter):
+    """Drops the errors a rendering stopped on purpose logs (nbclient reports its cancellation as 'Kernel died',
+    and Voilà logs that with a traceback): the shutdown was logged already, as what it is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: weakref.WeakSet = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no event loop in this thread
+            return True
+        return not (task is not None and task in self.tasks and record.levelno >= logging.WARNING)
+
+    def install(self, log: logging.Logger) -> None:
+        """On the handlers that print `log`'s records (its own, else its ancestors')."""
+        logger: logging.Logger | None = log
+        while logger is not None:
+            for handler in logger.handlers:
+                if self not in handler.filters:
+                    handler.addFilter(self)
+            if logger.handlers or not logger.propagate:
+                return
+            logger = logger.parent
+
+
 class BoundedKernelManager(AsyncMappingKernelManager):
     max_kernels = Integer(0, config=True, help="the most kernels running at once (0: no bound)")
-    abandoned_after = Float(15.0, config=True, help="seconds after a page's request ended without the page "
-                                                    "connecting before its kernel is shut down (0: never)")
+    abandoned_after = Float(30.0, config=True, help="seconds a delivered page has to connect to its kernel before "
+                                                    "the kernel is shut down (0: never; a visitor who hangs up "
+                                                    "before the page is complete loses it at once)")
     process_end_wait = Float(60.0, config=True, help="seconds a kernel being shut down still counts against the "
                                                      "bound while its process has not ended")
 
@@ -45,6 +122,8 @@ class BoundedKernelManager(AsyncMappingKernelManager):
         self._pages: dict[str, list] = {}  # kernel id -> [the page request's task, when it was first seen ended]
         self._ever_connected: set[str] = set()
         self._watchdog: PeriodicCallback | None = None
+        self._stopped_renderings = _StoppedRenderings()
+        self._closing = False
 
     @validate("max_kernels")
     def _check_bound(self, proposal):
@@ -64,36 +143,44 @@ class BoundedKernelManager(AsyncMappingKernelManager):
         super().notify_connect(kernel_id)
 
     def _watch_page(self, kernel_id: str) -> None:
-        """Remember the request now starting this kernel (the handler's task: it ends when the page's request does)."""
+        """Remember the request now starting this kernel: the handler's task (it ends when the page's request does)
+        and the handler (its connection closes when the visitor hangs up)."""
         task = asyncio.current_task()
         if self.abandoned_after <= 0 or task is None or getattr(self, "_pools", None) is not None:
             return  # no rule, no request, or a preheating server (its pool kernels wait without a request)
-        self._pages[kernel_id] = [task, None]
+        self._pages[kernel_id] = [task, None, _requesting_handler()]
         if self._watchdog is None:
-            self._watchdog = PeriodicCallback(self.shut_down_abandoned, 1000 * min(2.0, self.abandoned_after / 3))
+            self._stopped_renderings.install(self.log)
+            self._watchdog = PeriodicCallback(self.shut_down_abandoned, 1000 * min(1.0, self.abandoned_after / 3))
             self._watchdog.start()
 
     async def shut_down_abandoned(self) -> list[str]:
-        """Shut down the kernels whose page's request ended `abandoned_after` seconds ago without a connection."""
+        """Shut down the kernels whose visitor hung up before the page was complete (at once), and those whose page
+        was delivered `abandoned_after` seconds ago without connecting."""
         now, abandoned = time.monotonic(), []
         for kernel_id, page in list(self._pages.items()):
-            task, ended = page
+            task, ended, handler = page
             if kernel_id not in self or kernel_id in self._ever_connected:
                 self._pages.pop(kernel_id, None)
+            elif not task.done() and _hung_up(handler):
+                self._pages.pop(kernel_id, None)
+                abandoned.append((kernel_id, "its visitor hung up before the page was complete"))
             elif task.done():
                 if ended is None:
                     page[1] = now
                 elif now - ended >= self.abandoned_after:
                     self._pages.pop(kernel_id, None)
-                    abandoned.append(kernel_id)
-        for kernel_id in abandoned:
-            self.log.info("shutting down kernel %s: its page ended %.0f s ago and never connected", kernel_id,
-                          self.abandoned_after)
+                    abandoned.append((kernel_id, f"its page ended {self.abandoned_after:.0f} s ago and never "
+                                                 "connected"))
+        for kernel_id, why in abandoned:
+            self.log.info("shutting down kernel %s: %s", kernel_id, why)
+            stopped = _stop_rendering(kernel_id)  # nobody will read the page: stop executing it, then the kernel
+            self._stopped_renderings.tasks.update(stopped)
             try:
-                await self.shutdown_kernel(kernel_id)
+                await self.shutdown_kernel(kernel_id, now=bool(stopped))
             except Exception as error:  # gone meanwhile (the page's own shutdown call): nothing left to do
                 self.log.warning("kernel %s: %s", kernel_id, error)
-        return abandoned
+        return [kernel_id for kernel_id, _ in abandoned]
 
     def kernels_counted(self) -> int:
         """Running kernels, those being started and those being shut down (until their process has ended), each
@@ -128,12 +215,37 @@ class BoundedKernelManager(AsyncMappingKernelManager):
         finally:
             await self._until_ended(kernel_id, process)
             self._stopping.discard(kernel_id)
+            if self._preheating() and not self._closing:
+                self._refill_pools()  # a place is free: the preheated pool takes it back
+
+    async def shutdown_all(self, *args, **kwargs):
+        self._closing = True  # the server is stopping: refill nothing
+        return await super().shutdown_all(*args, **kwargs)
+
+    # ---- with Voilà's preheated pool (--preheat_kernel): its kernels are started by Voilà's pool, not by pages ----
+    def _preheating(self) -> bool:
+        return getattr(self, "_pools", None) is not None
+
+    def _drop_refused_pool_kernels(self) -> None:
+        """Take the pool's places whose kernel the bound refused out of the pool: Voilà would hand them to the next
+        visitors as 'full' even once there is room, and never fill them again."""
+        for pool in self._pools.values():
+            for task in list(pool):
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    pool.remove(task)
+
+    def _refill_pools(self) -> None:
+        self._drop_refused_pool_kernels()
+        for notebook_name in list(self._pools):
+            self.fill_if_needed(notebook_name=notebook_name)
 
     async def start_kernel(self, *, kernel_id: str | None = None, **kwargs):
         if kernel_id is not None and kernel_id in self:  # an existing kernel: nothing new is started
             return await super().start_kernel(kernel_id=kernel_id, **kwargs)
         if self.max_kernels and self.kernels_counted() >= self.max_kernels:
             self.log.warning("refused a kernel: %d of %d running", self.kernels_counted(), self.max_kernels)
+            if self._preheating():  # a place of the pool, refused: out of the pool once this start has failed
+                asyncio.get_running_loop().call_soon(self._drop_refused_pool_kernels)
             raise web.HTTPError(503, reason=full_message(self.max_kernels))
         kernel_id = kernel_id or str(uuid.uuid4())
         self._reserved.add(kernel_id)  # before the first await: two requests at once cannot both take the last slot

@@ -94,13 +94,13 @@ class Server:
         self._log.close()
 
 
-def start_voila(log_dir: Path, extra: tuple = (), max_visitors: int = 6) -> Server:
+def start_voila(log_dir: Path, extra: tuple = (), max_visitors: int = 6, pool_size: int = 0) -> Server:
     """`voila apps/noiselab.ipynb --no-browser --port=<free>` with apps/voila.json and the bounded kernel manager
     (a page beyond max_visitors is turned away, a page that never connects loses its kernel), as `make demo`
-    serves it."""
+    serves it; pool_size kernels preheated as `noiselab-app --pool-size` keeps them."""
     port = free_port()
-    return Server(voila_command(port, max_visitors=max_visitors, extra=extra), cwd=app_dir(), port=port,
-                  log=log_dir / "voila.log")
+    return Server(voila_command(port, max_visitors=max_visitors, pool_size=pool_size, extra=extra), cwd=app_dir(),
+                  port=port, log=log_dir / "voila.log")
 
 
 def start_jupyterlab(root: Path, log_dir: Path) -> Server:

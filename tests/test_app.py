@@ -90,6 +90,32 @@ def test_query_string_comes_from_the_environment(stand_ins, models, monkeypatch)
     assert lab.current == "surface" and lab.panels["surface"].sigma.value == 0.25
 
 
+def test_a_preheated_kernel_builds_the_first_panel_before_its_visitor_arrives(stand_ins, models, monkeypatch):
+    import voila.utils
+
+    built_before_the_query = []
+
+    def visitor_arrives():
+        built_before_the_query.append(sorted(lab_so_far.panels))  # what was ready when the query came
+        return "panel=attack&eps=0.2&sigma=9"
+
+    lab_so_far = None
+    original_init = Lab.__init__
+
+    def init(self, *args, **kwargs):
+        nonlocal lab_so_far
+        lab_so_far = self
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Lab, "__init__", init)
+    monkeypatch.setenv("VOILA_PREHEAT", "True")
+    monkeypatch.setattr(voila.utils, "get_query_string", visitor_arrives)
+    lab = Lab.from_query(data=object(), models=models)
+    assert built_before_the_query == [["censoring"]]
+    assert lab.current == "attack" and lab.panels["attack"].eps.value == 0.2  # then the visitor's view opened
+    assert len(lab.notices) == 1 and "σ" in lab.notices[0]  # its bad value said, as without preheating
+
+
 def test_link_follows_the_tab_and_the_sliders(stand_ins, models):
     lab = Lab(data=object(), models=models)
     assert "href='?panel=censoring&amp;sigma=1'" in lab.link.value

@@ -155,7 +155,8 @@ def test_a_server_bounded_at_two_turns_the_others_away_until_one_leaves(tmp_path
     from browser_support import Server
 
     port = free_port()
-    server = Server(voila_command(port, max_visitors=2), cwd=app_dir(), port=port, log=tmp_path / "voila.log")
+    command = voila_command(port, max_visitors=2, extra=["--BoundedKernelManager.abandoned_after=10"])
+    server = Server(command, cwd=app_dir(), port=port, log=tmp_path / "voila.log")
     try:
         with ThreadPoolExecutor(4) as pool:  # four visitors arrive at once
             visits = list(pool.map(visit, [server.url] * 4))
@@ -180,7 +181,7 @@ def test_a_server_bounded_at_two_turns_the_others_away_until_one_leaves(tmp_path
         assert status == 200 and "noiselab" in page, page[-2000:]
         connections.append(Connection(server.url, KERNEL_ID.search(page).group(0)))
         assert visit(server.url)[0] == 503  # and the server is full again
-        time.sleep(20)  # longer than abandoned_after: connected visitors' kernels stay however long they stay
+        time.sleep(15)  # longer than abandoned_after: connected visitors' kernels stay however long they stay
         assert alive(server, kernels[1]) and visit(server.url)[0] == 503
         assert "Traceback" not in server.log()
         for connection in connections[1:]:
@@ -190,26 +191,68 @@ def test_a_server_bounded_at_two_turns_the_others_away_until_one_leaves(tmp_path
 
 
 @pytest.mark.slow
+def test_a_preheated_pool_within_the_bound_serves_who_fits_and_fills_again_when_one_leaves(tmp_path):
+    """noiselab-app --pool-size 2 --max-visitors 3: the pool's kernels count against the bound, a place the bound
+    refuses leaves the pool (no visitor is handed a refusal while there is room), and the pool fills again."""
+    from browser_support import Server
+
+    port = free_port()
+    server = Server(voila_command(port, pool_size=2, max_visitors=3), cwd=app_dir(), port=port,
+                    log=tmp_path / "voila.log")
+    try:
+        wait_until(lambda: kernel_count(server) == 2, 120)  # the pool, filled before anyone comes
+        kernels = []
+        for _ in range(3):  # three visitors one after the other: two from the pool, one started as the pool refills
+            status, page = visit(server.url)
+            assert status == 200 and "noiselab" in page, page[-2000:]
+            kernels.append(KERNEL_ID.search(page).group(0))
+        assert len(set(kernels)) == 3 and kernel_count(server) <= 3
+        status, page = visit(server.url)  # the fourth: full (the pool's refills were refused, not queued)
+        assert status == 503 and "The lab is full - 3 visitors" in page
+        assert kernel_count(server) <= 3
+
+        leave = urllib.request.Request(f"{server.url}voila/api/shutdown/{kernels[0]}", method="POST", data=b"")
+        with urllib.request.urlopen(leave, timeout=60) as reply:
+            assert reply.status == 204
+        wait_until(lambda: kernel_count(server) == 3, 120)  # the freed place went back to the pool
+        status, page = visit(server.url)
+        assert status == 200 and KERNEL_ID.search(page).group(0) not in kernels
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
 def test_a_page_abandoned_before_it_connected_frees_its_kernel_in_seconds(tmp_path):
     from browser_support import Server
 
     port = free_port()
-    server = Server(voila_command(port, max_visitors=2), cwd=app_dir(), port=port, log=tmp_path / "voila.log")
+    command = voila_command(port, max_visitors=2, extra=["--BoundedKernelManager.abandoned_after=10"])
+    server = Server(command, cwd=app_dir(), port=port, log=tmp_path / "voila.log")
     try:
-        # a reload mid-load: the request is dropped once the page has started to arrive (its kernel is running)
+        # a reload mid-load: the request is dropped once the page has started to arrive (its kernel is starting)
         with socket.create_connection(("localhost", port), timeout=60) as client:
             client.sendall(f"GET / HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode())
             assert client.recv(1024).startswith(b"HTTP/1.1 200")
             wait_until(lambda: kernel_count(server) == 1, 60)
-        # a page loaded whole whose script never connects (a closed tab, a client without JavaScript)
+        seconds = wait_until(lambda: kernel_count(server) == 0, 30)
+        print(f"the hung-up page's kernel gone {seconds:.1f} s after the hang-up")
+        assert seconds <= 10  # at the watchdog's next look (1 s), plus the shutdown
+        assert "its visitor hung up before the page was complete" in server.log()
+
+        # a page loaded whole whose script never connects (a closed tab, a client without JavaScript): it keeps
+        # its kernel for abandoned_after (a busy browser may take seconds to connect), then loses it
         status, page = visit(server.url)
         assert status == 200
         loaded = KERNEL_ID.search(page).group(0)
+        time.sleep(5)
         assert alive(server, loaded)
-        seconds = wait_until(lambda: not alive(server, loaded) and kernel_count(server) == 0, 60)
-        # both kernels went: seconds, not the 2-minute cull
-        print(f"abandoned kernels gone {seconds:.1f} s after the second page loaded")
-        assert "its page ended" in server.log() and "Traceback" not in server.log()
+        seconds = 5 + wait_until(lambda: not alive(server, loaded) and kernel_count(server) == 0, 30)
+        print(f"the unconnected page's kernel gone {seconds:.1f} s after its page was delivered")
+        assert 10 <= seconds <= 20
+        log = server.log()
+        assert "its page ended 10 s ago and never connected" in log
+        assert "Traceback" not in log and "ERROR" not in log  # stopping the hung-up page's rendering is no error
         assert visit(server.url)[0] == 200  # the places are free again
     finally:
         server.stop()

@@ -125,9 +125,16 @@ class Lab:
         if callable(state):
             state = state()
         if isinstance(state, str):
-            state, notices = parse_query(state, models=self.models.names)
-            self.notices.extend(notices)
-        self.apply_state(state or LabState())
+            self.open_query(state)
+        else:
+            self.apply_state(state or LabState())
+
+    def open_query(self, query: str) -> None:
+        """Open the view a URL query string names (validated against the lab's models; what cannot be opened
+        becomes a notice)."""
+        state, notices = parse_query(query, models=self.models.names)
+        self.notices.extend(notices)
+        self.apply_state(state)
 
     # ---- building panels -------------------------------------------------------------------------------------
     def _try(self, what: str, load: Callable):
@@ -235,9 +242,19 @@ class Lab:
         """The lab opened as the page's query says: `query`, else $QUERY_STRING (set by Voilà for each visitor).
 
         With Voilà's preheated kernels (--preheat_kernel=True) the notebook runs before the visitor arrives: the
-        data and models load first, then `voila.utils.get_query_string()` waits for the visitor's query.
+        data and models load, the first tab's panel is built with its defaults and every panel's module imported,
+        then `voila.utils.get_query_string()` waits for the visitor's query, and what is left for the visitor is to
+        open the view it names (a slider set, or another tab built). A class arriving at once then waits for
+        little: the work is done while the pool fills, before they come.
         """
-        return cls(query if query is not None else _query_from_environment, **kwargs)
+        if query is None and os.environ.get("VOILA_PREHEAT") == "True":
+            from voila.utils import get_query_string
+
+            lab = cls(LabState(), **kwargs)
+            warm_up()
+            lab.open_query(get_query_string() or "")
+            return lab
+        return cls(query if query is not None else os.environ.get("QUERY_STRING", ""), **kwargs)
 
 
 def warm_up() -> None:
@@ -250,13 +267,3 @@ def warm_up() -> None:
         except Exception:  # the panel's tab will show the error when it is opened
             pass
     _charts.enable_offline()
-
-
-def _query_from_environment() -> str:
-    if os.environ.get("VOILA_PREHEAT") == "True":
-        # a preheated kernel runs this before its visitor arrives: do the slow part now, then wait for the query
-        from voila.utils import get_query_string
-
-        warm_up()
-        return get_query_string() or ""
-    return os.environ.get("QUERY_STRING", "")
