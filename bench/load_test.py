@@ -237,8 +237,9 @@ async def main_async(args) -> dict:
 
     log_dir = Path(args.out).parent / "load_test-artifacts"  # the server's log, screenshots of missed presses
     log_dir.mkdir(parents=True, exist_ok=True)
-    # bounded, with room for every round at once (and the preheated pool beside it)
-    server = start_voila(log_dir, max_visitors=sum(args.visitors) + args.pool_size, pool_size=args.pool_size)
+    # bounded as noiselab-app bounds it (--max-visitors: default, room for every round and the pool at once)
+    bound = args.max_visitors or sum(args.visitors) + args.pool_size
+    server = start_voila(log_dir, max_visitors=bound, pool_size=args.pool_size)
     rounds = []
     try:
         async with async_playwright() as playwright:
@@ -264,7 +265,7 @@ async def main_async(args) -> dict:
     return {
         "config": {"visitors": args.visitors, "presses": args.presses, "interval_s": args.interval,
                    "response_limit_s": RESPONSE_LIMIT_S, "press_timeout_s": args.timeout,
-                   "voila_settings": "apps/voila.json", "pool_size": args.pool_size,
+                   "voila_settings": "apps/voila.json", "pool_size": args.pool_size, "max_visitors": bound,
                    "slider": "censoring explorer σ, ArrowRight on the handle"},
         "versions": {**versions(), "chromium": chromium_version},
         "machine": machine(),
@@ -297,10 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds a press may wait for its redraw")
     parser.add_argument("--pool-size", type=int, default=0,
                         help="kernels preheated before each round, as noiselab-app --pool-size (default 0)")
+    parser.add_argument("--max-visitors", type=int, default=None,
+                        help="the server's bound on kernels (default: every round's visitors and the pool at once)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "load_test.json"))
     args = parser.parse_args(argv)
-    if any(n < 1 for n in args.visitors) or args.presses < 1 or args.interval < 0 or args.pool_size < 0:
-        parser.error("visitors and presses must be >= 1, interval >= 0, pool size >= 0")
+    if any(n < 1 for n in args.visitors) or args.presses < 1 or args.interval < 0 or args.pool_size < 0 \
+            or (args.max_visitors is not None and args.max_visitors < max(max(args.visitors), args.pool_size, 1)):
+        parser.error("visitors and presses must be >= 1, interval >= 0, pool size >= 0, and max-visitors at least "
+                     "the largest round and the pool")
     report = asyncio.run(main_async(args))
     print_table(report)
     Path(args.out).write_text(json.dumps(report, indent=2))

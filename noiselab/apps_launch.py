@@ -71,6 +71,20 @@ def app_dir() -> Path:
                             "from a source checkout (git clone, then pip install -e .)")
 
 
+def ipc_transport_fits() -> bool:
+    """Whether the server talks to its kernels over Unix sockets rather than TCP ports on localhost.
+
+    With TCP, each kernel gets five ports that the server picks free and the kernel then binds: with many kernels
+    starting at once (a preheated pool of 20 here) a port picked free may be taken meanwhile by one of the
+    server's own connections to another kernel, and that kernel fails to start (measured: one kernel of a pool of
+    20, its five restarts on the same port refused). Unix sockets, files in Voilà's connection folder, cannot
+    collide, and no other local user can connect to them. Only on POSIX systems, and where the socket's path (the
+    temporary folder, Voilà's folder, the kernel's id) fits the system's 104-108 characters."""
+    import tempfile
+
+    return os.name == "posix" and len(tempfile.gettempdir()) + len("/voila_12345678/kernel--ipc-5") + 36 < 100
+
+
 def voila_command(port: int, host: str = "localhost", open_browser: bool = False, pool_size: int = 0,
                   max_visitors: int | None = None, extra: list[str] | tuple = ()) -> list[str]:
     """The Voilà command line serving the lab; run it with cwd=app_dir() so that apps/voila.json applies.
@@ -82,6 +96,8 @@ def voila_command(port: int, host: str = "localhost", open_browser: bool = False
         raise ValueError(f"a pool of {pool_size} preheated kernels does not fit a bound of {max_visitors} "
                          "visitors: the pool's kernels count against it (lower --pool-size or raise --max-visitors)")
     command = [sys.executable, "-m", "voila", str(app_dir() / APP_NAME), f"--port={port}", f"--Voila.ip={host}"]
+    if ipc_transport_fits():
+        command.append("--KernelManager.transport=ipc")
     if not open_browser:
         command.append("--no-browser")
     if pool_size > 0:

@@ -29,6 +29,14 @@ def test_voila_command():
     assert {"--preheat_kernel=True", "--pool_size=2"} <= set(voila_command(9999, pool_size=2))
 
 
+def test_kernels_talk_over_unix_sockets_where_their_paths_fit(monkeypatch):
+    import tempfile
+
+    assert "--KernelManager.transport=ipc" in voila_command(9999)  # this machine: /tmp
+    monkeypatch.setattr(tempfile, "tempdir", "/var/folders/zz/" + "x" * 40 + "/T")  # a macOS-like temp folder
+    assert not any("transport" in part for part in voila_command(9999))  # too long a path: TCP, as Voilà's default
+
+
 def test_a_busy_port_or_a_bad_one_is_refused(capsys):
     with socket.socket() as busy:
         busy.bind(("localhost", 0))
