@@ -153,9 +153,29 @@ async def wait_for_kernels(server, count: int, timeout: float = 60.0) -> int:
     return len(server.kernels())
 
 
-async def wait_for_pool(server, size: int, timeout: float = 900.0) -> float:
-    """Seconds until `size` kernels are up and quiet (under 5% of a core each over a second): a preheated pool
-    that has run the lab up to the visitor's query, as before a class arrives."""
+def cpu_seconds(server) -> dict:
+    """CPU seconds (user + system) so far of the server, its kernels and every Chromium process on the machine.
+    A kernel or a browser process that ends between two readings takes its seconds with it: a lower bound."""
+    import psutil
+
+    def used(process) -> float:
+        try:
+            times = process.cpu_times()
+            return times.user + times.system
+        except psutil.Error:
+            return 0.0
+
+    totals = {"server": used(psutil.Process(server.process.pid)), "kernels": sum(map(used, server.kernels())),
+              "browser": 0.0}
+    for process in psutil.process_iter(["name"]):
+        if "chrom" in (process.info["name"] or ""):
+            totals["browser"] += used(process)
+    return totals
+
+
+async def wait_for_pool(server, size: int, timeout: float = 900.0, quiet_s: float = 5.0) -> float:
+    """Seconds until `size` kernels are up and have been quiet for `quiet_s` (under 5% of one core all together): a
+    preheated pool that has run the lab up to the visitor's query, as before a class arrives."""
     import psutil
 
     start = time.monotonic()
@@ -163,10 +183,10 @@ async def wait_for_pool(server, size: int, timeout: float = 900.0) -> float:
         kernels = server.kernels()
         if len(kernels) >= size:
             try:
-                for process in kernels:
-                    process.cpu_percent(None)
-                await asyncio.sleep(1.0)
-                if all(process.cpu_percent(None) < 5.0 for process in kernels):
+                busy = sum(process.cpu_times().user + process.cpu_times().system for process in kernels)
+                await asyncio.sleep(quiet_s)
+                if len(server.kernels()) >= size and sum(process.cpu_times().user + process.cpu_times().system
+                                                         for process in kernels) - busy < 0.05 * quiet_s:
                     return time.monotonic() - start
             except psutil.NoSuchProcess:
                 pass
@@ -177,8 +197,11 @@ async def wait_for_pool(server, size: int, timeout: float = 900.0) -> float:
 
 async def round_of(browser, server, visitors: int, presses: int, interval: float, timeout_s: float,
                    folder: Path) -> dict:
+    before = cpu_seconds(server)
     opened = await asyncio.gather(*(open_visitor(browser, server.url) for _ in range(visitors)))
     loads = [seconds for _, _, seconds in opened]
+    after = cpu_seconds(server)
+    load_cpu = {who: round(after[who] - before.get(who, 0.0), 1) for who in after}
     memory = kernel_memory_mb(server)
     await asyncio.sleep(1.0)  # let the last loads' work settle before timing the slider
     per_visitor = await asyncio.gather(*(visitor_presses(page, presses, interval, timeout_s,
@@ -197,6 +220,8 @@ async def round_of(browser, server, visitors: int, presses: int, interval: float
     return {
         "visitors": visitors,
         "load_s": {"p50": statistics.median(loads), "p95": percentile(loads, 0.95), "max": max(loads)},
+        # CPU seconds spent while the pages opened, by who spent them (the browser shares this machine's cores)
+        "load_cpu_s": load_cpu,
         "response_s": {"p50": percentile(timed, 0.5), "p95": percentile(timed, 0.95), "max": max(timed),
                        "n": len(timed), "missed": missed},
         # the same over the visitors whose chart initialized: what the server side alone delivers
@@ -239,7 +264,8 @@ async def main_async(args) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     # bounded as noiselab-app bounds it (--max-visitors: default, room for every round and the pool at once)
     bound = args.max_visitors or sum(args.visitors) + args.pool_size
-    server = start_voila(log_dir, max_visitors=bound, pool_size=args.pool_size)
+    extra = [] if args.fill_delay is None else [f"--VoilaKernelManager.fill_delay={args.fill_delay}"]
+    server = start_voila(log_dir, max_visitors=bound, pool_size=args.pool_size, extra=extra)
     rounds = []
     try:
         async with async_playwright() as playwright:
@@ -266,6 +292,7 @@ async def main_async(args) -> dict:
         "config": {"visitors": args.visitors, "presses": args.presses, "interval_s": args.interval,
                    "response_limit_s": RESPONSE_LIMIT_S, "press_timeout_s": args.timeout,
                    "voila_settings": "apps/voila.json", "pool_size": args.pool_size, "max_visitors": bound,
+                   "fill_delay_s": args.fill_delay,
                    "slider": "censoring explorer σ, ArrowRight on the handle"},
         "versions": {**versions(), "chromium": chromium_version},
         "machine": machine(),
@@ -298,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds a press may wait for its redraw")
     parser.add_argument("--pool-size", type=int, default=0,
                         help="kernels preheated before each round, as noiselab-app --pool-size (default 0)")
+    parser.add_argument("--fill-delay", type=float, default=None,
+                        help="seconds before Voilà refills the pool after a visitor took a kernel (Voilà: 1)")
     parser.add_argument("--max-visitors", type=int, default=None,
                         help="the server's bound on kernels (default: every round's visitors and the pool at once)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "load_test.json"))

@@ -6,13 +6,14 @@ the lab with this manager (VoilaConfiguration.multi_kernel_manager_class) and `-
 beyond N gets HTTP 503 with Voilà's error page saying that the lab is full, and no kernel is started for it.
 Kernels of the preheated pool count too (their memory is spent all the same).
 
-A kernel whose visitor leaves is shut down by the page itself (Voilà's beforeunload call), or by the idle culling
-of apps/voila.json after minutes. A page abandoned before it connected makes no such call. A visitor who hangs up
-before the page is complete (a reload mid-load, a tab closed while loading) loses the kernel within a second or
-two: the page's rendering is stopped and the kernel shut down (tornado sees the connection close). A page
-delivered whole that never connects (a tab closed just after, a client that never runs the page's script) loses
-it `abandoned_after` seconds (30) after its request ended: time for a busy browser to run the page's script. A
-kernel whose page is still loading, however long a busy server takes, or that a page ever connected to is never
+A kernel whose visitor leaves is shut down by the page itself (Voilà's beforeunload call), or by the idle culling of
+apps/voila.json after minutes. A page abandoned before it connected makes no such call. A visitor who hangs up
+before the page is complete (a reload mid-load, a tab closed while loading) loses the kernel within a second or two:
+the page's rendering is stopped and the kernel shut down (tornado sees the connection close). A page delivered whole
+whose client then closed the connection without connecting to the kernel (a tab closed just after, a client that
+never runs the page's script, a chat's link preview) loses it `abandoned_after` seconds (30) after. A kernel whose
+page is still loading, however long a busy server takes, whose client is still connected (a browser loading the
+page's scripts: 20 browser pages on 2 cores took over 30 s to connect), or that a page ever connected to is never
 shut down by these rules. A kernel being shut down counts against the bound until its process has ended.
 
 With Voilà's preheated pool (`--pool-size`), the pool's kernels count against the bound: a place of the pool the
@@ -63,7 +64,9 @@ def _hung_up(handler: web.RequestHandler | None) -> bool:
 
 def _stop_rendering(kernel_id: str) -> list[asyncio.Task]:
     """Cancel Voilà's rendering of the page whose kernel is `kernel_id` (its task executing the notebook in the
-    kernel: nobody will read the page); that task and its executor's polling tasks."""
+    kernel: nobody will read the page); that task and its executor's polling tasks. Found by Voilà 0.5's names
+    (VoilaHandler's `put_html`, its renderer's `executor`); where they change nothing is found, the kernel is shut
+    down all the same and Voilà logs the rendering's end as an error (the tests check the log for errors)."""
     cancelled, executors = [], []
     for task in asyncio.all_tasks():
         coroutine = task.get_coro()
@@ -119,7 +122,8 @@ class BoundedKernelManager(AsyncMappingKernelManager):
         super().__init__(**kwargs)
         self._reserved: set[str] = set()  # ids of kernels being started: counted before the server lists them
         self._stopping: set[str] = set()  # ids of kernels being shut down: their memory is not free yet
-        self._pages: dict[str, list] = {}  # kernel id -> [the page request's task, when it was first seen ended]
+        # kernel id -> [the page request's task, when it was first seen ended, its request handler]
+        self._pages: dict[str, list] = {}
         self._ever_connected: set[str] = set()
         self._watchdog: PeriodicCallback | None = None
         self._stopped_renderings = _StoppedRenderings()
@@ -156,7 +160,9 @@ class BoundedKernelManager(AsyncMappingKernelManager):
 
     async def shut_down_abandoned(self) -> list[str]:
         """Shut down the kernels whose visitor hung up before the page was complete (at once), and those whose page
-        was delivered `abandoned_after` seconds ago without connecting."""
+        was delivered and whose client closed its connection `abandoned_after` seconds ago without connecting to
+        the kernel. A client still connected after the delivery (a browser loading the page's scripts, however
+        slowly) keeps the kernel; culling remains for the rest."""
         now, abandoned = time.monotonic(), []
         for kernel_id, page in list(self._pages.items()):
             task, ended, handler = page
@@ -166,7 +172,9 @@ class BoundedKernelManager(AsyncMappingKernelManager):
                 self._pages.pop(kernel_id, None)
                 abandoned.append((kernel_id, "its visitor hung up before the page was complete"))
             elif task.done():
-                if ended is None:
+                if handler is not None and not _hung_up(handler):
+                    page[1] = None  # delivered, its client still connected: a browser loading the page's scripts
+                elif ended is None:
                     page[1] = now
                 elif now - ended >= self.abandoned_after:
                     self._pages.pop(kernel_id, None)

@@ -1,15 +1,15 @@
 """Serve the lab (apps/noiselab.ipynb) with Voilà, with the deployment settings of apps/voila.json.
 
-    noiselab-app [--port 8866] [--no-browser] [--host localhost] [--pool-size 0] [--max-visitors N]
+    noiselab-app [--port 8866] [--no-browser] [--host localhost] [--pool-size 0 [--fill-delay 1]] [--max-visitors N]
     python -m noiselab.apps_launch --port 8866 --no-browser
 
 Voilà runs in apps/ so that it reads apps/voila.json: sources stripped and tracebacks hidden (Voilà's defaults,
 kept), no template or theme switching from the URL, and idle kernels of visitors who left culled after 2 minutes
 (checked every minute). `--pool-size N` keeps N kernels preheated (the lab loaded before a visitor arrives; each
-costs a kernel's memory while it waits). `--max-visitors N` bounds the kernels running at once (the pool's
-included): a page load beyond them gets a page saying that the lab is full, not a kernel the machine has no memory
-for. Its default fits the memory this server may use (`default_max_visitors`), and is printed at start. The URL is
-printed once the server answers.
+costs a kernel's memory while it waits; `--fill-delay S`: seconds before a kernel taken from it is replaced).
+`--max-visitors N` bounds the kernels running at once (the pool's included): a page load beyond them gets a page
+saying that the lab is full, not a kernel the machine has no memory for. Its default fits the memory this server may
+use (`default_max_visitors`), and is printed at start. The URL is printed once the server answers.
 
 The notebook is found beside the package in a source checkout (`pip install -e .`, as the README does) or in
 the current directory's apps/.
@@ -86,9 +86,11 @@ def ipc_transport_fits() -> bool:
 
 
 def voila_command(port: int, host: str = "localhost", open_browser: bool = False, pool_size: int = 0,
-                  max_visitors: int | None = None, extra: list[str] | tuple = ()) -> list[str]:
+                  max_visitors: int | None = None, fill_delay: float | None = None,
+                  extra: list[str] | tuple = ()) -> list[str]:
     """The Voilà command line serving the lab; run it with cwd=app_dir() so that apps/voila.json applies.
-    max_visitors: the most kernels at once (None: no bound)."""
+    max_visitors: the most kernels at once (None: no bound); fill_delay: seconds before the pool replaces a kernel
+    a visitor took (None: Voilà's 1 s)."""
     if max_visitors is not None and (isinstance(max_visitors, bool) or not isinstance(max_visitors, int)
                                      or max_visitors < 1):
         raise ValueError(f"max_visitors is an integer >= 1 (or None: no bound), got {max_visitors!r}")
@@ -102,6 +104,11 @@ def voila_command(port: int, host: str = "localhost", open_browser: bool = False
         command.append("--no-browser")
     if pool_size > 0:
         command += ["--preheat_kernel=True", f"--pool_size={pool_size}"]
+    if fill_delay is not None:
+        if pool_size <= 0 or not 0 <= fill_delay < float("inf"):
+            raise ValueError(f"fill_delay is seconds >= 0 for a preheated pool (pool_size > 0), got {fill_delay!r} "
+                             f"with pool_size {pool_size}")
+        command.append(f"--VoilaKernelManager.fill_delay={fill_delay:g}")
     if max_visitors is not None:
         command += [f"--VoilaConfiguration.multi_kernel_manager_class={BOUNDED_MANAGER}",
                     f"--BoundedKernelManager.max_kernels={max_visitors}"]
@@ -164,6 +171,16 @@ def _max_visitors(text: str) -> int:
     return count
 
 
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds are >= 0, got {text}")
+    return seconds
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -174,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="localhost", help="address to listen on (0.0.0.0 for every interface)")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
     parser.add_argument("--pool-size", type=_pool_size, default=0, help="kernels kept preheated (default 0)")
+    parser.add_argument("--fill-delay", type=_seconds, default=None,
+                        help="with --pool-size: seconds before a kernel taken from the pool is replaced (Voilà's "
+                             "default 1; a class arriving at once: longer, so that the refills wait for the rush)")
     parser.add_argument("--max-visitors", type=_max_visitors, default=None,
                         help="the most visitors' kernels at once, the pool's included (default: as many as the "
                              f"memory holds at ~{KERNEL_GB} GB each)")
@@ -184,11 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.pool_size > max_visitors:
         parser.error(f"--pool-size {args.pool_size} is larger than the bound of {max_visitors} visitors (the pool's "
                      "kernels count against it): lower --pool-size or raise --max-visitors")
+    if args.fill_delay is not None and not args.pool_size:
+        parser.error("--fill-delay is the preheated pool's: give --pool-size too")
     if not port_is_free(args.port, args.host):
         parser.error(f"port {args.port} is in use (another lab?): pass --port with a free one")
     folder = app_dir()
     command = voila_command(args.port, args.host, open_browser=not args.no_browser, pool_size=args.pool_size,
-                            max_visitors=max_visitors)
+                            max_visitors=max_visitors, fill_delay=args.fill_delay)
     url = f"http://{args.host}:{args.port}/"
     print(f"starting Voilà on {folder / APP_NAME} with {folder / 'voila.json'} ...", flush=True)
     if args.max_visitors:
