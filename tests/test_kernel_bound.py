@@ -158,13 +158,19 @@ def visit(url: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-@pytest.mark.slow
-def test_a_server_bounded_at_two_turns_the_others_away_until_one_leaves(tmp_path):
+def bounded_server(tmp_path, abandoned_after: float = 10.0, **bounds):
+    """The lab's server as noiselab-app starts it (bounds: voila_command's max_visitors, pool_size), a delivered
+    page's wait for its connection shortened to `abandoned_after` seconds; its port and the Server."""
     from browser_support import Server
 
     port = free_port()
-    command = voila_command(port, max_visitors=2, extra=["--BoundedKernelManager.abandoned_after=10"])
-    server = Server(command, cwd=app_dir(), port=port, log=tmp_path / "voila.log")
+    command = voila_command(port, **bounds, extra=[f"--BoundedKernelManager.abandoned_after={abandoned_after:g}"])
+    return port, Server(command, cwd=app_dir(), port=port, log=tmp_path / "voila.log")
+
+
+@pytest.mark.slow
+def test_a_server_bounded_at_two_turns_the_others_away_until_one_leaves(tmp_path):
+    port, server = bounded_server(tmp_path, max_visitors=2)
     try:
         with ThreadPoolExecutor(4) as pool:  # four visitors arrive at once
             visits = list(pool.map(visit, [server.url] * 4))
@@ -202,11 +208,7 @@ def test_a_server_bounded_at_two_turns_the_others_away_until_one_leaves(tmp_path
 def test_a_preheated_pool_within_the_bound_serves_who_fits_and_fills_again_when_one_leaves(tmp_path):
     """noiselab-app --pool-size 2 --max-visitors 3: the pool's kernels count against the bound, a place the bound
     refuses leaves the pool (no visitor is handed a refusal while there is room), and the pool fills again."""
-    from browser_support import Server
-
-    port = free_port()
-    server = Server(voila_command(port, pool_size=2, max_visitors=3), cwd=app_dir(), port=port,
-                    log=tmp_path / "voila.log")
+    _, server = bounded_server(tmp_path, pool_size=2, max_visitors=3)
     try:
         wait_until(lambda: kernel_count(server) == 2, 120)  # the pool, filled before anyone comes
         kernels = []
@@ -232,11 +234,7 @@ def test_a_preheated_pool_within_the_bound_serves_who_fits_and_fills_again_when_
 
 @pytest.mark.slow
 def test_a_page_abandoned_before_it_connected_frees_its_kernel_in_seconds(tmp_path):
-    from browser_support import Server
-
-    port = free_port()
-    command = voila_command(port, max_visitors=2, extra=["--BoundedKernelManager.abandoned_after=10"])
-    server = Server(command, cwd=app_dir(), port=port, log=tmp_path / "voila.log")
+    port, server = bounded_server(tmp_path, max_visitors=2)
     try:
         # a reload mid-load: the request is dropped once the page has started to arrive (its kernel is starting)
         with socket.create_connection(("localhost", port), timeout=60) as client:
