@@ -190,9 +190,11 @@ def test_at_sigma_zero_the_probability_terms_rare_spikes_stall_adam():
             return float((model(x_test).argmax(1) == y_test).float().mean()), spikes
 
     full, full_spikes = train_at_sigma_zero(1.0, math.inf)
-    clipped, _ = train_at_sigma_zero(1.0, 1.0)
-    assert full < 0.3 and full_spikes >= 1  # measured: 8.7%, 5 of the 70 steps with a gradient norm > 10
-    assert clipped > 0.6                    # 74.2% (the MSE term alone, unclipped: 91.6%, no step above 10)
+    # clipped at 0.1: at 1.0 the outcome hangs on the CPU's rounding (74.2% on 2026-12-02's machine; 29.6-41.5% on
+    # 12-06's, 41.5 / 41.7 / 74.9% for seeds 0-2 there), at 0.1 it trains on both (90.1 / 85.0 / 89.2% on 12-06's)
+    clipped, _ = train_at_sigma_zero(1.0, 0.1)
+    assert full < 0.3 and full_spikes >= 1  # measured: 8.7-10.6%, 2-5 of the 70 steps with a gradient norm > 10
+    assert clipped > 0.6                    # 90.1% (the MSE term alone, unclipped: 91.5%, no step above 10)
 
 
 def _correlated_outputs(batch=4, classes=5, seed=0):
