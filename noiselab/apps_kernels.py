@@ -178,8 +178,9 @@ class BoundedKernelManager(AsyncMappingKernelManager):
                     page[1] = now
                 elif now - ended >= self.abandoned_after:
                     self._pages.pop(kernel_id, None)
-                    abandoned.append((kernel_id, f"its page ended {self.abandoned_after:.0f} s ago and never "
-                                                 "connected"))
+                    why = (f"its page was delivered and its client left {self.abandoned_after:.0f} s ago without "
+                           "connecting")
+                    abandoned.append((kernel_id, why))
         for kernel_id, why in abandoned:
             self.log.info("shutting down kernel %s: %s", kernel_id, why)
             stopped = _stop_rendering(kernel_id)  # nobody will read the page: stop executing it, then the kernel
