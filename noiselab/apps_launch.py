@@ -154,31 +154,22 @@ def _port(text: str) -> int:
     return port
 
 
-def _pool_size(text: str) -> int:
-    size = int(text)
-    if size < 0:
-        raise argparse.ArgumentTypeError(f"the pool size is >= 0, got {size}")
-    return size
+def _number(kind: type, minimum: float, what: str, too_low: str):
+    """An argparse type: `text` as `kind`, finite and at least `minimum`; `too_low` is formatted with the text."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not minimum <= value < float("inf"):
+            raise argparse.ArgumentTypeError(too_low.format(text))
+        return value
+    return parse
 
 
-def _max_visitors(text: str) -> int:
-    try:
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"at least 1 visitor, got {count}")
-    return count
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"seconds are >= 0, got {text}")
-    return seconds
+_pool_size = _number(int, 0, "an integer", "the pool size is >= 0, got {}")
+_max_visitors = _number(int, 1, "an integer", "at least 1 visitor, got {}")
+_seconds = _number(float, 0, "a number of seconds", "seconds are >= 0, got {}")
 
 
 def _interrupt(signum, frame) -> None:
