@@ -65,31 +65,14 @@ def resident_mb(processes: list) -> float:
     return total / 2**20
 
 
-def status(process) -> str:
+def ask(process, question: str, gone=None):
+    """`process.<question>()`, or `gone` once the process has ended (or cannot be read)."""
     import psutil
 
     try:
-        return process.status()
-    except psutil.NoSuchProcess:
-        return "gone"
-
-
-def parent_pid(process) -> int | None:
-    import psutil
-
-    try:
-        return process.ppid()
-    except psutil.NoSuchProcess:
-        return None
-
-
-def name(process) -> str:
-    import psutil
-
-    try:
-        return " ".join(process.cmdline()[:3])[:80] or process.name()
+        return getattr(process, question)()
     except psutil.Error:
-        return "gone"
+        return gone
 
 
 def system_used_mb() -> float:
@@ -115,11 +98,12 @@ class Sampler(threading.Thread):
         while not self.done.is_set():
             processes = tree(self.server)
             server_pid = processes[0].pid if processes else None
-            kernels = [process for process in processes[1:] if parent_pid(process) == server_pid]
-            live = [process for process in kernels if status(process) not in ("zombie", "gone")]
+            kernels = [process for process in processes[1:] if ask(process, "ppid") == server_pid]
+            live = [process for process in kernels if ask(process, "status", "gone") not in ("zombie", "gone")]
             for process in processes[1:]:
                 if process not in kernels:  # a kernel's own child (a library's helper process): not a kernel
-                    self.other_processes.add(name(process))
+                    self.other_processes.add(" ".join((ask(process, "cmdline") or [])[:3])[:80]
+                                             or ask(process, "name", "gone"))
             self.samples.append((time.monotonic() - start, len(live), resident_mb(processes), system_used_mb(),
                                  len(kernels)))
             time.sleep(self.period)

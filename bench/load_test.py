@@ -153,17 +153,21 @@ async def wait_for_kernels(server, count: int, timeout: float = 60.0) -> int:
     return len(server.kernels())
 
 
+def used(process) -> float:
+    """A process's CPU seconds so far (user + system); 0 once it has ended."""
+    import psutil
+
+    try:
+        times = process.cpu_times()
+        return times.user + times.system
+    except psutil.Error:
+        return 0.0
+
+
 def cpu_seconds(server) -> dict:
     """CPU seconds (user + system) so far of the server, its kernels and every Chromium process on the machine.
     A kernel or a browser process that ends between two readings takes its seconds with it: a lower bound."""
     import psutil
-
-    def used(process) -> float:
-        try:
-            times = process.cpu_times()
-            return times.user + times.system
-        except psutil.Error:
-            return 0.0
 
     totals = {"server": used(psutil.Process(server.process.pid)), "kernels": sum(map(used, server.kernels())),
               "browser": 0.0}
@@ -176,20 +180,14 @@ def cpu_seconds(server) -> dict:
 async def wait_for_pool(server, size: int, timeout: float = 900.0, quiet_s: float = 5.0) -> float:
     """Seconds until `size` kernels are up and have been quiet for `quiet_s` (under 5% of one core all together): a
     preheated pool that has run the lab up to the visitor's query, as before a class arrives."""
-    import psutil
-
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         kernels = server.kernels()
         if len(kernels) >= size:
-            try:
-                busy = sum(process.cpu_times().user + process.cpu_times().system for process in kernels)
-                await asyncio.sleep(quiet_s)
-                if len(server.kernels()) >= size and sum(process.cpu_times().user + process.cpu_times().system
-                                                         for process in kernels) - busy < 0.05 * quiet_s:
-                    return time.monotonic() - start
-            except psutil.NoSuchProcess:
-                pass
+            busy = sum(map(used, kernels))
+            await asyncio.sleep(quiet_s)
+            if len(server.kernels()) >= size and sum(map(used, kernels)) - busy < 0.05 * quiet_s:
+                return time.monotonic() - start
         else:
             await asyncio.sleep(1.0)
     raise TimeoutError(f"the pool of {size} kernels was not ready within {timeout:.0f} s")
@@ -264,8 +262,7 @@ async def main_async(args) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     # bounded as noiselab-app bounds it (--max-visitors: default, room for every round and the pool at once)
     bound = args.max_visitors or sum(args.visitors) + args.pool_size
-    extra = [] if args.fill_delay is None else [f"--VoilaKernelManager.fill_delay={args.fill_delay}"]
-    server = start_voila(log_dir, max_visitors=bound, pool_size=args.pool_size, extra=extra)
+    server = start_voila(log_dir, max_visitors=bound, pool_size=args.pool_size, fill_delay=args.fill_delay)
     rounds = []
     try:
         async with async_playwright() as playwright:

@@ -150,7 +150,7 @@ class BoundedKernelManager(AsyncMappingKernelManager):
         """Remember the request now starting this kernel: the handler's task (it ends when the page's request does)
         and the handler (its connection closes when the visitor hangs up)."""
         task = asyncio.current_task()
-        if self.abandoned_after <= 0 or task is None or getattr(self, "_pools", None) is not None:
+        if self.abandoned_after <= 0 or task is None or self._preheating():
             return  # no rule, no request, or a preheating server (its pool kernels wait without a request)
         self._pages[kernel_id] = [task, None, _requesting_handler()]
         if self._watchdog is None:

@@ -94,13 +94,14 @@ class Server:
         self._log.close()
 
 
-def start_voila(log_dir: Path, extra: tuple = (), max_visitors: int = 6, pool_size: int = 0) -> Server:
+def start_voila(log_dir: Path, extra: tuple = (), max_visitors: int = 6, pool_size: int = 0,
+                fill_delay: float | None = None) -> Server:
     """`voila apps/noiselab.ipynb --no-browser --port=<free>` with apps/voila.json and the bounded kernel manager
     (a page beyond max_visitors is turned away, a page that never connects loses its kernel), as `make demo`
-    serves it; pool_size kernels preheated as `noiselab-app --pool-size` keeps them."""
+    serves it; pool_size kernels preheated as `noiselab-app --pool-size` keeps them, replaced after fill_delay."""
     port = free_port()
-    return Server(voila_command(port, max_visitors=max_visitors, pool_size=pool_size, extra=extra), cwd=app_dir(),
-                  port=port, log=log_dir / "voila.log")
+    command = voila_command(port, max_visitors=max_visitors, pool_size=pool_size, fill_delay=fill_delay, extra=extra)
+    return Server(command, cwd=app_dir(), port=port, log=log_dir / "voila.log")
 
 
 def start_jupyterlab(root: Path, log_dir: Path) -> Server:

@@ -87,10 +87,9 @@ def _load_starter_models() -> list:
 class Lab:
     """The app. `panels` maps a tab name to its panel once built; `errors` to the message of one that failed."""
 
-    def __init__(self, state: LabState | str | Callable[[], str] | None = None, data=None,
-                 models: ModelList | None = None, eager: bool = False) -> None:
-        """`state`: a LabState, or a URL query string (validated against the lab's models, with notices), or a
-        function returning one, called once the data and models are loaded (see `from_query`)."""
+    def __init__(self, state: LabState | str | None = None, data=None, models: ModelList | None = None,
+                 eager: bool = False) -> None:
+        """`state`: a LabState, or a URL query string (validated against the lab's models, with notices)."""
         self.errors: dict[str, str] = {}
         self.panels: dict[str, object] = {}
         self.notices: list[str] = []
@@ -122,8 +121,6 @@ class Lab:
         if eager:
             for name in PANEL_SPECS:
                 self.panel(name)
-        if callable(state):
-            state = state()
         if isinstance(state, str):
             self.open_query(state)
         else:
