@@ -8,12 +8,12 @@ seconds. A fraction `--finish` of them read their page to the end (visitors who 
 script, the worst case for the bound); the others hang up after a random 0.1-3 s, before their page is done. It
 samples the server's kernel processes every 0.2 s, and its memory (the resident memory of the server and every
 kernel, a sum that counts shared pages once per process) and the machine's memory in use, and reports: how the loads
-ended (the lab, the "full" page, or hung up), the most kernel processes (the server's children) alive at once (never
-above the bound; exited ones not yet reaped, and the kernels' own short-lived children, counted apart), how long
-until the kernels were gone and the machine's memory in use back within 100 MB of its idle level, and whether a new
-visitor then gets the lab normally. The idle level is taken after one visitor has been served and its kernel has
-gone (a server that has rendered the page once holds its templates and modules), and on an otherwise idle machine:
-run it on one.
+ended (the lab, the "full" page, or hung up), the most kernel processes (the server's children running ipykernel)
+alive at once (never above the bound; exited ones not yet reaped, and other processes - a kernel's helper such as
+the `ldconfig` an import runs, a child between fork and exec - counted apart), how long until the kernels were gone
+and the machine's memory in use back within 100 MB of its idle level, and whether a new visitor then gets the lab
+normally. The idle level is taken after one visitor has been served and its kernel has gone (a server that has
+rendered the page once holds its templates and modules), and on an otherwise idle machine: run it on one.
 Writes bench/results/burst_test.json.
 """
 
@@ -97,15 +97,14 @@ class Sampler(threading.Thread):
         start = time.monotonic()
         while not self.done.is_set():
             processes = tree(self.server)
-            server_pid = processes[0].pid if processes else None
-            kernels = [process for process in processes[1:] if ask(process, "ppid") == server_pid]
-            live = [process for process in kernels if ask(process, "status", "gone") not in ("zombie", "gone")]
+            live = self.server.kernels()
+            exited = [process for process in processes[1:] if ask(process, "status") == "zombie"]
             for process in processes[1:]:
-                if process not in kernels:  # a kernel's own child (a library's helper process): not a kernel
+                if process not in live and process not in exited:  # a kernel's helper, a child not yet exec'd
                     self.other_processes.add(" ".join((ask(process, "cmdline") or [])[:3])[:80]
                                              or ask(process, "name", "gone"))
             self.samples.append((time.monotonic() - start, len(live), resident_mb(processes), system_used_mb(),
-                                 len(kernels)))
+                                 len(live) + len(exited)))
             time.sleep(self.period)
 
 

@@ -235,16 +235,18 @@ class BoundedKernelManager(AsyncMappingKernelManager):
     def _preheating(self) -> bool:
         return getattr(self, "_pools", None) is not None
 
-    def _drop_refused_pool_kernels(self) -> None:
-        """Take the pool's places whose kernel the bound refused out of the pool: Voilà would hand them to the next
-        visitors as 'full' even once there is room, and never fill them again."""
+    def _leave_pool(self, task: asyncio.Task | None) -> None:
+        """Take a place of the pool whose kernel the bound refuses (`task`: the pool's task now starting it) out of
+        the pool before it fails: Voilà would hand a failed place to a later visitor as 'full' even once there is
+        room, never fill it again, and its own shutdown_kernel reads every done place's result, so that one failed
+        place made a visitor's leaving fail with the same 503. The refusal is logged already; its exception, read
+        here, is not logged again as never retrieved."""
         for pool in self._pools.values():
-            for task in list(pool):
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    pool.remove(task)
+            if task in pool:
+                pool.remove(task)
+                task.add_done_callback(lambda done: done.cancelled() or done.exception())  # read: not logged
 
     def _refill_pools(self) -> None:
-        self._drop_refused_pool_kernels()
         for notebook_name in list(self._pools):
             self.fill_if_needed(notebook_name=notebook_name)
 
@@ -253,8 +255,8 @@ class BoundedKernelManager(AsyncMappingKernelManager):
             return await super().start_kernel(kernel_id=kernel_id, **kwargs)
         if self.max_kernels and self.kernels_counted() >= self.max_kernels:
             self.log.warning("refused a kernel: %d of %d running", self.kernels_counted(), self.max_kernels)
-            if self._preheating():  # a place of the pool, refused: out of the pool once this start has failed
-                asyncio.get_running_loop().call_soon(self._drop_refused_pool_kernels)
+            if self._preheating():
+                self._leave_pool(asyncio.current_task())
             raise web.HTTPError(503, reason=full_message(self.max_kernels))
         kernel_id = kernel_id or str(uuid.uuid4())
         self._reserved.add(kernel_id)  # before the first await: two requests at once cannot both take the last slot

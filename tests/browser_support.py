@@ -68,18 +68,31 @@ class Server:
             self._log.flush()
         return self.log_path.read_text(errors="replace")[-5000:]
 
-    def kernels(self) -> list:
-        """The server's child processes (its kernels) as psutil.Process objects."""
+    def descendants(self) -> list:
+        """Every process the server started, and theirs, as psutil.Process objects."""
         import psutil
 
         with contextlib.suppress(psutil.NoSuchProcess):
             return psutil.Process(self.process.pid).children(recursive=True)
         return []
 
+    def kernels(self) -> list:
+        """The server's kernels: its children running ipykernel (not a kernel's own helper process, such as the
+        `ldconfig` an import runs for a moment, nor a child between fork and exec, nor one exited)."""
+        import psutil
+
+        kernels = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(self.process.pid).children():
+                with contextlib.suppress(psutil.Error):
+                    if any("ipykernel" in part for part in child.cmdline()):
+                        kernels.append(child)
+        return kernels
+
     def stop(self) -> None:
         import psutil
 
-        children = self.kernels()  # kernels run in sessions of their own: collect them before the server goes
+        children = self.descendants()  # kernels run in sessions of their own: collect them before the server goes
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)  # Voilà and Jupyter shut their kernels down on SIGTERM
             try:
