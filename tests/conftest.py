@@ -62,9 +62,10 @@ def vanilla_demo_model():
     return train(TrainConfig(model="demo-cnn", method="vanilla", epochs=2, train_limit=5000, device="cpu")).model
 
 
-# the files that took longest on one worker (pytest --durations, 2 workers, 2-core machine, 2026-12-03), longest first
-LONGEST = ["test_ray_sweep.py", "test_ablations.py", "test_browser.py", "test_experiments.py", "test_notebooks.py",
-           "test_suites.py"]
+# the files that took longest on one worker (pytest --durations=0, 2 workers, 2-core machine, 2026-12-06: 174, 141,
+# 139, 110, 86, 60, 59 and 46 s), longest first
+LONGEST = ["test_ray_sweep.py", "test_ablations.py", "test_kernel_bound.py", "test_experiments.py", "test_browser.py",
+           "test_suites.py", "test_train.py", "test_notebooks.py"]
 
 
 def pytest_collection_modifyitems(config, items):
