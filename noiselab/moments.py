@@ -97,11 +97,18 @@ class _MomentReLU(torch.autograd.Function):
       dV/dmean = 2 E Phi(-a),   dV/dvar = Phi(a) - phi(a) (a Phi(a) + phi(a)).
     Terms through s vanish where var is below the floor (s is then a constant); V and its gradients are 0 where
     var = 0, and V's where its clamp at 0 acted.
+
+    Where the noise enters, var is sigma^2 everywhere (a stride-0 view, propagate's): s is then one number, and
+    the passes over memory that compute it, its floor and its masks are skipped. A gradient no input needs (var's,
+    when sigma is a fixed number) is not computed.
     """
 
     @staticmethod
     def forward(ctx, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
-        std = _std(var)
+        # one variance for every element, above the floor: s is a 0-dim tensor and no element's var is 0
+        constant = var.dim() > 0 and not any(var.stride()) and bool(var[(0,) * var.dim()] > VAR_FLOOR)
+        var_in = var[(0,) * var.dim()] if constant else var
+        std = _std(var_in)
         a = mean / std
         a_squared = a * a
         pdf = _normal_pdf_of_square(a_squared)
@@ -113,20 +120,25 @@ class _MomentReLU(torch.autograd.Function):
         # cancellation for large positive a (where var -> s^2); for large negative a the result is tiny next to s^2
         # and its rounding error smaller still. One formula for every a, in few passes over memory.
         ratio = (q * cdf).mul_(a_squared).add_(cdf).sub_(pdf * torch.addcmul(pdf, a, cdf - q))
-        keeps_var = (ratio >= 0) & (var > 0)
-        out_var = torch.where(keeps_var, ratio * var.clamp_min(VAR_FLOOR), 0.0)
+        keeps_var = ratio >= 0 if constant else (ratio >= 0) & (var > 0)
+        out_var = torch.where(keeps_var, ratio * var_in.clamp_min(VAR_FLOOR), 0.0)
         if any(ctx.needs_input_grad):  # a forward-only pass (a loss surface, an evaluation) skips the masks
-            ctx.save_for_backward(std, a, cdf, pdf, q, out_mean, keeps_var, var > VAR_FLOOR)
+            ctx.constant = constant
+            grows = std if constant else var > VAR_FLOOR  # (constant: not read)
+            ctx.save_for_backward(std, a, cdf, pdf, q, out_mean, keeps_var, grows)
         return out_mean, out_var
 
     @staticmethod
     @once_differentiable  # the saved tensors carry no graph: a second derivative raises instead of being wrong
     def backward(ctx, grad_mean: Tensor, grad_var: Tensor):
         std, a, cdf, pdf, q, out_mean, keeps_var, grows = ctx.saved_tensors
+        needs_mean, needs_var = ctx.needs_input_grad
         grad_var = torch.where(keeps_var, grad_var, 0.0)
-        d_mean = grad_mean * cdf + grad_var * 2.0 * out_mean * q
+        d_mean = torch.addcmul(grad_mean * cdf, grad_var, out_mean * q, value=2.0) if needs_mean else None
+        if not needs_var:
+            return d_mean, None
         d_var = grad_mean * pdf / (2.0 * std) + grad_var * (cdf - pdf * (a * cdf + pdf))
-        return d_mean, torch.where(grows, d_var, 0.0)
+        return d_mean, d_var if ctx.constant else torch.where(grows, d_var, 0.0)
 
 
 def max2_moments(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor) -> tuple[Tensor, Tensor]:
@@ -257,6 +269,40 @@ class _ClarkTree(torch.autograd.Function):
         return grad_means, grad_vars
 
 
+class _ClarkPool2x2(torch.autograd.Function):
+    """_ClarkTree over the 2x2 windows of a (B, C, H, W) input with stride 2 (the usual pool), H and W even, without
+    gathering the windows: its tree pairs each window's top row with its bottom row, then the two columns, so the
+    first level reads the input's rows in place (a view of shape (B, C, H/2, 2, W)) and only the half-size second
+    level's columns are gathered. The same pairs in the same order as _ClarkTree, gradients the same closed form.
+    """
+
+    @staticmethod
+    def forward(ctx, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+        b, c, h, w = mean.shape
+        for_backward = any(ctx.needs_input_grad)
+        rows_mean, rows_var = mean.reshape(b, c, h // 2, 2, w), var.reshape(b, c, h // 2, 2, w)
+        row_mean, row_var, first = _max2_forward(rows_mean[:, :, :, 0], rows_var[:, :, :, 0], rows_mean[:, :, :, 1],
+                                                 rows_var[:, :, :, 1], for_backward)
+        # the columns side by side, gathered: (2, B, C, H/2, W/2), contiguous
+        columns_mean = row_mean.reshape(b, c, h // 2, w // 2, 2).movedim(-1, 0).contiguous()
+        columns_var = row_var.reshape(b, c, h // 2, w // 2, 2).movedim(-1, 0).contiguous()
+        out_mean, out_var, second = _max2_forward(columns_mean[0], columns_var[0], columns_mean[1], columns_var[1],
+                                                  for_backward)
+        if for_backward:
+            ctx.save_for_backward(*first, *second)
+        return out_mean, out_var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_mean: Tensor, grad_var: Tensor):
+        saved = ctx.saved_tensors
+        mean_a, var_a, mean_b, var_b = _max2_backward(saved[8:], grad_mean, grad_var)
+        row_mean = torch.stack([mean_a, mean_b], dim=-1).flatten(-2)  # (B, C, H/2, W): the columns interleaved
+        row_var = torch.stack([var_a, var_b], dim=-1).flatten(-2)
+        mean_a, var_a, mean_b, var_b = _max2_backward(saved[:8], row_mean, row_var)
+        return torch.stack([mean_a, mean_b], dim=3).flatten(2, 3), torch.stack([var_a, var_b], dim=3).flatten(2, 3)
+
+
 def _pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
@@ -293,6 +339,10 @@ def maxpool_moments(
             "use pool='paper' for this layer's settings"
         )
     (kh, kw), (sh, sw) = _pair(kernel_size), _pair(stride)
+    if (kh, kw) == (sh, sw) == (2, 2) and mean.dim() == 4:  # the usual pool: its windows read in place
+        h, w = mean.shape[-2] // 2 * 2, mean.shape[-1] // 2 * 2  # an odd last row or column is left out
+        if h and w:
+            return _ClarkPool2x2.apply(mean[..., :h, :w], var[..., :h, :w])
 
     def windows(t: Tensor) -> Tensor:  # (B, C, H, W) -> (kh*kw, B, C, Ho, Wo), contiguous: one copy
         if (kh, kw) == (sh, sw):  # windows side by side (the usual 2x2 pool): a reshape, far cheaper than unfold

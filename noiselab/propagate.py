@@ -176,9 +176,10 @@ def preactivation_scale(pre: Tensor) -> Tensor:
 
 
 def _variance(sigma: float | Tensor, like: Tensor) -> Tensor:
+    """sigma^2 everywhere `like` is, as a stride-0 view (no copy; the moment ReLU takes it as one number)."""
     if isinstance(sigma, Tensor):
-        return (sigma.to(like) ** 2).expand_as(like)  # like's dtype and device; a stride-0 view, no copy
-    return torch.full_like(like, float(sigma) ** 2)
+        return (sigma.to(like) ** 2).expand_as(like)  # like's dtype and device
+    return torch.tensor(float(sigma) ** 2, dtype=like.dtype, device=like.device).expand_as(like)
 
 
 def propagate_unchecked(

@@ -213,6 +213,29 @@ def test_moment_relu_gradients_match_finite_differences():
     assert torch.autograd.gradcheck(lambda m, v: relu_moments(m, v, "moment"), (mean, var))
 
 
+def test_moment_relu_with_one_variance_everywhere_is_the_elementwise_rule():
+    """Where the noise enters, var is sigma^2 as a stride-0 view: the rule takes it as one number (fewer passes) and
+    must give the values and gradients of the element-wise rule, sigma's gradient included (a learnable sigma)."""
+    mean, _ = gaussians((4, 3, 5), 7, mean_scale=3.0)
+    sigma = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda m, s: relu_moments(m, (s * s).expand_as(m), "moment"), (mean, sigma))
+    shared = relu_moments(mean, (sigma * sigma).expand_as(mean), "moment")
+    elementwise = relu_moments(mean, sigma * sigma * torch.ones_like(mean), "moment")  # a full tensor: the general rule
+    for one, other in zip(shared, elementwise):
+        torch.testing.assert_close(one, other, rtol=0, atol=1e-15)
+    weights = torch.rand(2, *mean.shape, dtype=torch.float64)
+    first = torch.autograd.grad((weights[0] * shared[0] + weights[1] * shared[1]).sum(), (mean, sigma))
+    second = torch.autograd.grad((weights[0] * elementwise[0] + weights[1] * elementwise[1]).sum(), (mean, sigma))
+    for one, other in zip(first, second):
+        torch.testing.assert_close(one, other, rtol=1e-12, atol=1e-15)
+    # a fixed sigma: no gradient for var is asked for, mean's is the same; sigma = 0 falls back to the general rule
+    fixed = relu_moments(mean, torch.tensor(0.49, dtype=torch.float64).expand_as(mean), "moment")
+    assert torch.autograd.grad(fixed[1].sum(), mean)[0].shape == mean.shape
+    zero = relu_moments(mean, torch.tensor(0.0, dtype=torch.float64).expand_as(mean), "moment")
+    torch.testing.assert_close(zero[0], mean.clamp_min(0))
+    torch.testing.assert_close(zero[1], torch.zeros_like(mean))
+
+
 def test_clark_max_of_two_gradients_match_finite_differences():
     mean_a, var_a = gaussians((200,), 4)
     mean_b, var_b = gaussians((200,), 5)
@@ -230,6 +253,29 @@ def test_clark_pool_gradients_match_finite_differences(shape, kernel, stride):
     assert torch.autograd.gradcheck(lambda m, v: maxpool_moments(m, v, "clark", kernel, stride), (mean, var))
     out_mean, _ = maxpool_moments(mean, var, "clark", kernel, stride)
     assert out_mean.shape == torch.nn.functional.max_pool2d(mean, kernel, stride).shape
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 8, 6), (2, 3, 7, 5)])
+def test_the_usual_2x2_pool_read_in_place_is_the_tree_over_gathered_windows(shape):
+    """maxpool_moments' 2x2 path (moments._ClarkPool2x2) against _ClarkTree over the windows gathered (the path of
+    every other pool): values and gradients, float64, an odd row and column left out."""
+    from noiselab.moments import _ClarkTree
+
+    mean, var = gaussians(shape, 8)
+    ho, wo = shape[2] // 2, shape[3] // 2
+
+    def windows(t):
+        t = t[:, :, : 2 * ho, : 2 * wo].reshape(shape[0], shape[1], ho, 2, wo, 2)
+        return t.permute(3, 5, 0, 1, 2, 4).reshape(4, shape[0], shape[1], ho, wo)
+
+    fast = maxpool_moments(mean, var, "clark", 2)
+    tree = _ClarkTree.apply(windows(mean), windows(var))
+    weights = torch.rand(2, shape[0], shape[1], ho, wo, dtype=torch.float64)
+    grads = [torch.autograd.grad((weights[0] * out[0] + weights[1] * out[1]).sum(), (mean, var))
+             for out in (fast, tree)]
+    for one, other in zip((*fast, *grads[0]), (*tree, *grads[1])):
+        torch.testing.assert_close(one, other, rtol=1e-13, atol=1e-15)
+    assert (grads[0][0][:, :, 2 * ho :, :] == 0).all() and (grads[0][0][:, :, :, 2 * wo :] == 0).all()
 
 
 def test_clark_max_of_a_constant_and_a_barely_random_input_has_the_one_sided_gradient():
