@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=5, help="epochs of the 'before' recipe (it stops at none)")
     parser.add_argument("--batch-size", type=int, default=None, help="instead of the recipe's (not 'before')")
     parser.add_argument("--lr", type=float, default=None, help="instead of the recipe's peak rate (not 'before')")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="instead of the recipe's length, over which its schedule runs (not 'before')")
     parser.add_argument("--train-limit", type=int, default=None, help="first N training digits (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON (default bench/results/time_to_accuracy-<device>.json)")
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     data = data_module.load("mnist", root=args.data_root, device=device)
     base = TrainConfig(dataset="mnist", data_root=args.data_root, model="lenet5", seed=args.seed,
                        train_limit=args.train_limit, device=str(device))
-    changed = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
+    changed = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("epochs", args.epochs))
+               if v is not None}
     train(TrainConfig(**{**asdict(base), "epochs": 1, "train_limit": 4 * base.batch_size}), data=data)  # warm-up
     out = Path(args.out) if args.out else REPO / "bench" / "results" / f"time_to_accuracy-{device.type}.json"
     rows = []
