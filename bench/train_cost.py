@@ -34,6 +34,7 @@ METHODS = {
     "vanilla": {"method": "vanilla"},
     "noise (paper rules)": {"method": "noise", "relu": "paper", "pool": "paper"},
     "noise (moment/clark)": {"method": "noise", "relu": "moment", "pool": "clark"},
+    "noise (moment/clark-prerelu)": {"method": "noise", "relu": "moment", "pool": "clark-prerelu"},
     "sampled": {"method": "sampled"},
     "fgsm_rs": {"method": "fgsm_rs"},
     "pgd_at (10 steps)": {"method": "pgd_at", "pgd_steps": 10},
@@ -77,19 +78,19 @@ def main(argv: list[str] | None = None) -> int:
         for name, overrides in METHODS.items():
             config = TrainConfig(**{**base.__dict__, **overrides})
             times[name].append(seconds_per_step(config, data, args.warmup, args.steps))
-            print(f"round {round_ + 1}/{args.rounds} {name:22s} {1000 * times[name][-1]:8.2f} ms/step",
+            print(f"round {round_ + 1}/{args.rounds} {name:28s} {1000 * times[name][-1]:8.2f} ms/step",
                   file=sys.stderr, flush=True)
 
     vanilla = statistics.median(times["vanilla"])
     rows = []
     print(f"\n{args.model}, batch {args.batch_size}, {args.steps} steps x {args.rounds} rounds on {device}")
-    print(f"{'method':24s} {'ms/step':>9s} {'epoch of 60k (s)':>17s} {'x vanilla':>10s}")
+    print(f"{'method':30s} {'ms/step':>9s} {'epoch of 60k (s)':>17s} {'x vanilla':>10s}")
     for name in METHODS:
         median = statistics.median(times[name])
         epoch = median * 60000 / args.batch_size
         rows.append({"method": name, "seconds_per_step": median, "all_rounds": times[name],
                      "full_mnist_epoch_seconds": epoch, "ratio_to_vanilla": median / vanilla})
-        print(f"{name:24s} {1000 * median:9.2f} {epoch:17.1f} {median / vanilla:10.2f}")
+        print(f"{name:30s} {1000 * median:9.2f} {epoch:17.1f} {median / vanilla:10.2f}")
     out = Path(args.out) if args.out else REPO / "bench" / "results" / f"train_cost-{device.type}.json"
     write_json(out, {"benchmark": "train_cost", "config": vars(args), "environment": environment(device),
                      "rows": rows})

@@ -12,6 +12,8 @@ approximation). Rules come in two flavours, selectable by name:
   - "paper":  the max of the means in each window, carrying the variance of the chosen element.
   - "clark":  Clark's (1961) moment-matched max of two Gaussians, applied as a tree of pairwise
               maxima over the window.
+  - "clark-prerelu": Clark's max taken before the ReLU that precedes the pool (the two commute), so that it
+              meets Gaussians rather than moment-matched censored variables (see noiselab.propagate).
 
 The moment ReLU and Clark's max carry their gradients in closed form (torch.autograd.Function):
 differentiated op by op they cost several times more, since their formulas are long chains of
@@ -37,7 +39,11 @@ VAR_FLOOR = 1e-12
 PAPER_CENSOR_SIGMAS = 3.0
 
 RELU_RULES = ("paper", "moment")
-POOL_RULES = ("paper", "clark")
+POOL_RULES = ("paper", "clark", "clark-prerelu")
+# pool="clark-prerelu": where a ReLU comes right before the max-pool, the max is taken first, over the ReLU's inputs
+# (max and ReLU commute: max_j ReLU(z_j) = ReLU(max_j z_j)), and the ReLU rule after it (noiselab.propagate); a pool
+# on its own is Clark's either way.
+CLARK_POOLS = ("clark", "clark-prerelu")
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -321,7 +327,8 @@ def maxpool_moments(
 
     rule="paper": the max of the means, with the variance of the element that won.
     rule="clark": Clark's moment-matched max, as a tree of pairwise maxima over each window
-                  (padding, dilation and ceil_mode are not supported by this rule).
+                  (padding, dilation and ceil_mode are not supported by this rule); "clark-prerelu" is the same
+                  here (its reordering with the ReLU before it is noiselab.propagate's).
     """
     _check_rule(rule, POOL_RULES, "rule")
     if mean.shape != var.shape:
@@ -335,7 +342,7 @@ def maxpool_moments(
         return out_mean, out_var
     if _pair(padding) != (0, 0) or _pair(dilation) != (1, 1) or ceil_mode:
         raise ValueError(
-            "pool='clark' supports max-pooling without padding, dilation or ceil_mode; "
+            f"pool={rule!r} supports max-pooling without padding, dilation or ceil_mode; "
             "use pool='paper' for this layer's settings"
         )
     (kh, kw), (sh, sw) = _pair(kernel_size), _pair(stride)

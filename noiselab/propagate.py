@@ -2,7 +2,8 @@
 
 The noise nu ~ N(0, sigma^2 I) enters at the pre-activation of the first Conv2d/Linear layer
 (Z = conv1(x) + nu). From there a diagonal Gaussian (mean, var) is pushed through the remaining
-layers, one rule per layer type, looked up by type in PROPAGATION_RULES. The model is an
+layers, one rule per layer type, looked up by type in PROPAGATION_RULES (pool="clark-prerelu" alone takes a
+ReLU and the max-pool right after it together, the max first). The model is an
 nn.Sequential (nested ones are flattened); propagation and the expectation model `model(x)` use
 the same module and weights.
 
@@ -209,10 +210,22 @@ def propagate_unchecked(
         if return_layers:
             record.append(LayerMoments(name, type(first).__name__, mean, var))
         rest = layers[entry + 1 :]
-    for name, layer in rest:
-        mean, var = _rule_for(layer)(layer, mean, var, rules)
+    index = 0
+    while index < len(rest):
+        name, layer = rest[index]
+        following = rest[index + 1][1] if index + 1 < len(rest) else None
+        if rules.pool == "clark-prerelu" and isinstance(layer, nn.ReLU) and isinstance(following, nn.MaxPool2d):
+            # max_j ReLU(z_j) = ReLU(max_j z_j): Clark's max over the ReLU's inputs, Gaussians (exactly so, and
+            # independent, where the noise enters), then the ReLU rule on one Gaussian per window
+            if return_layers:  # the ReLU's own output, for the record (the explorer); not on the way to the output
+                record.append(LayerMoments(name, type(layer).__name__, *relu_moments(mean, var, rules.relu)))
+            mean, var = relu_moments(*_maxpool2d(following, mean, var, rules), rules.relu)
+            name, layer, index = rest[index + 1][0], following, index + 1
+        else:
+            mean, var = _rule_for(layer)(layer, mean, var, rules)
         if return_layers:
             record.append(LayerMoments(name, type(layer).__name__, mean, var))
+        index += 1
     return Gaussian(mean, var), record
 
 
@@ -232,7 +245,10 @@ def propagate(
         x: a batch of inputs, (B, ...) as the model expects, float32 or float64.
         sigma: the noise standard deviation, a float >= 0 or a 0-dim tensor (it may require grad).
         relu: "paper" (mode/Laplace approximation) or "moment" (exact moment matching).
-        pool: "paper" (max of means, variance of the winner) or "clark" (Clark's moment-matched max).
+        pool: "paper" (max of means, variance of the winner), "clark" (Clark's moment-matched max) or
+            "clark-prerelu" (Clark's max taken before a ReLU that comes right before the pool: the two commute, and
+            the max then meets Gaussians, not moment-matched censored variables; closer to sampling,
+            docs/propagation.md, and cheaper: the ReLU rule runs on the pooled activations).
         return_layers: also return the Gaussian after every layer from the noise entry on.
         noise_at: "preact" (the paper: the first Conv2d/Linear's output) or "input" (x + noise, as in randomized
             smoothing; the first layer then carries sigma^2 * sum of its squared weights).

@@ -24,7 +24,7 @@ import numpy as np
 from ..charts.live import table_value
 from ..charts.surface import SURFACE_CAPACITY, loss_surface_chart
 from ..data import Dataset
-from ..moments import POOL_RULES, RELU_RULES
+from ..moments import CLARK_POOLS, POOL_RULES, RELU_RULES
 from ..surface import loss_surface
 from ._charts import jupyter_chart, set_params
 from ._ui import Mutable
@@ -161,7 +161,7 @@ class LossSurfacePanel(Mutable):
                 self.message.value = "No model to show yet: train one in the Training panel, or load the starters."
                 return
             index, eps, sigma = int(self.image.value), float(self.eps.value), float(self.sigma.value)
-            if sigma > 0 and self.pool.value == "clark":
+            if sigma > 0 and self.pool.value in CLARK_POOLS:
                 # sent to the browser at once: Clark's pooling over 1,681 points takes seconds (about 5 s a surface
                 # for LeNet5 on 2 cores, against 0.7 s under the paper's rules)
                 self.message.value = "computing the surfaces (Clark's max-pool rule: a few seconds)…"
