@@ -261,3 +261,22 @@ def test_clark_before_the_relu_is_the_relu_rule_after_clarks_max_of_its_inputs()
     for one, two in zip(noiselab.propagate(other, x, 0.7, "moment", "clark-prerelu"),
                         noiselab.propagate(other, x, 0.7, "moment", "clark")):
         torch.testing.assert_close(one, two, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_the_prerelu_bench_writes_both_pools_errors_for_every_model(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "prerelu_pool.py"
+    out = tmp_path / "prerelu.json"
+    result = subprocess.run([sys.executable, str(bench), "--images", "2", "--draws", "1000", "--sigmas", "0.5",
+                             "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert {row["pool"] for row in rows} == {"clark", "clark-prerelu"} and len(rows) == 2 * 5  # untrained + 4 starters
+    untrained = {row["pool"]: row for row in rows if row["model"].startswith("LeNet5 untrained")}
+    assert untrained["clark-prerelu"]["std_error"] < untrained["clark"]["std_error"]
+    assert all(0 <= row[key] < 10 for row in rows for key in ("mean_error", "std_error", "p_error"))
