@@ -112,7 +112,8 @@ class _MomentReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
         # one variance for every element, above the floor: s is a 0-dim tensor and no element's var is 0
-        constant = var.dim() > 0 and not any(var.stride()) and bool(var[(0,) * var.dim()] > VAR_FLOOR)
+        constant = var.numel() > 0 and var.dim() > 0 and not any(var.stride()) and \
+            bool(var[(0,) * var.dim()] > VAR_FLOOR)
         var_in = var[(0,) * var.dim()] if constant else var
         std = _std(var_in)
         a = mean / std
@@ -348,8 +349,10 @@ def maxpool_moments(
     (kh, kw), (sh, sw) = _pair(kernel_size), _pair(stride)
     if (kh, kw) == (sh, sw) == (2, 2) and mean.dim() == 4:  # the usual pool: its windows read in place
         h, w = mean.shape[-2] // 2 * 2, mean.shape[-1] // 2 * 2  # an odd last row or column is left out
+        if (h, w) != tuple(mean.shape[-2:]):  # (sliced only then: a slice costs a full-size copy in the backward)
+            mean, var = mean[..., :h, :w], var[..., :h, :w]
         if h and w:
-            return _ClarkPool2x2.apply(mean[..., :h, :w], var[..., :h, :w])
+            return _ClarkPool2x2.apply(mean, var)
 
     def windows(t: Tensor) -> Tensor:  # (B, C, H, W) -> (kh*kw, B, C, Ho, Wo), contiguous: one copy
         if (kh, kw) == (sh, sw):  # windows side by side (the usual 2x2 pool): a reshape, far cheaper than unfold
