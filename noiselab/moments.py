@@ -130,9 +130,8 @@ class _MomentReLU(torch.autograd.Function):
         keeps_var = ratio >= 0 if constant else (ratio >= 0) & (var > 0)
         out_var = torch.where(keeps_var, ratio * var_in.clamp_min(VAR_FLOOR), 0.0)
         if any(ctx.needs_input_grad):  # a forward-only pass (a loss surface, an evaluation) skips the masks
-            ctx.constant = constant
-            grows = std if constant else var > VAR_FLOOR  # (constant: not read)
-            ctx.save_for_backward(std, a, cdf, pdf, q, out_mean, keeps_var, grows)
+            # grows: where var is above the floor (None for one variance above it: everywhere)
+            ctx.save_for_backward(std, a, cdf, pdf, q, out_mean, keeps_var, None if constant else var > VAR_FLOOR)
         return out_mean, out_var
 
     @staticmethod
@@ -145,7 +144,7 @@ class _MomentReLU(torch.autograd.Function):
         if not needs_var:
             return d_mean, None
         d_var = grad_mean * pdf / (2.0 * std) + grad_var * (cdf - pdf * (a * cdf + pdf))
-        return d_mean, d_var if ctx.constant else torch.where(grows, d_var, 0.0)
+        return d_mean, d_var if grows is None else torch.where(grows, d_var, 0.0)
 
 
 def max2_moments(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor) -> tuple[Tensor, Tensor]:
