@@ -8,7 +8,8 @@ be taken over the ReLU's inputs and the ReLU after it. pool="clark" moment-match
 variable: a point mass at 0 and a truncated Gaussian) as a Gaussian and then takes Clark's max of those;
 pool="clark-prerelu" takes Clark's max of the ReLU's inputs - Gaussians, exactly so and independent where the noise
 enters - and applies the ReLU rule to the result. Both with the moment ReLU, against Monte Carlo (`--draws` draws of
-the same first-layer noise, seed 0) on the first `--images` embedded test digits:
+the same first-layer noise, seed 0, drawn by bench/covariance_designs.py's sampler and measured by its errors) on
+the first `--images` embedded test digits:
   - mean error: mean |closed-form mean - sampled mean| / mean |sampled mean|, over logits and images;
   - std error: the relative error of each logit's standard deviation, averaged over logits and images (issue 15's
     measure, target 10%);
@@ -26,54 +27,36 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from covariance_designs import errors as covariance_errors  # noqa: E402
+from covariance_designs import sampled  # noqa: E402
 
 from noiselab import data as data_module  # noqa: E402
 from noiselab.experiments.records import environment, write_json  # noqa: E402
-from noiselab.loss import win_probabilities  # noqa: E402
 from noiselab.models import build  # noqa: E402
-from noiselab.propagate import first_preactivation, noise_entry, propagate, sequential_layers  # noqa: E402
+from noiselab.propagate import first_preactivation, propagate, sequential_layers  # noqa: E402
 from noiselab.starter import load_starters  # noqa: E402
 
 POOLS = ("clark", "clark-prerelu")
 
 
-@torch.no_grad()
-def sampled(model, x: torch.Tensor, y: torch.Tensor, sigma: float, draws: int, chunk: int = 500) -> dict:
-    """The logits' sampled mean and standard deviation (B, n) and the frequency of Y_true > Y_i (B, n)."""
-    layers = sequential_layers(model)
-    pre, rest = first_preactivation(layers, x), [layer for _, layer in layers[noise_entry(layers) + 1:]]
-    generator = torch.Generator().manual_seed(0)
-    total = square = wins = 0
-    for start in range(0, draws, chunk):
-        count = min(chunk, draws - start)
-        out = (pre.unsqueeze(0) + sigma * torch.randn((count, *pre.shape), generator=generator)).flatten(0, 1)
-        for layer in rest:
-            out = layer(out)
-        out = out.view(count, x.shape[0], -1).double()
-        total, square = total + out.sum(0), square + out.square().sum(0)
-        wins = wins + (out.gather(2, y.view(1, -1, 1).expand(count, -1, 1)) > out).double().sum(0)
-    mean = total / draws
-    return {"mean": mean, "std": (square / draws - mean.square()).clamp_min(0).sqrt(), "wins": wins / draws}
-
-
-def errors(model, x, y, sigma: float, pool: str, reference: dict) -> dict:
+def errors(model, x, sigma: float, pool: str, reference: tuple) -> dict:
+    """The closed form's errors against `reference` (covariance_designs.sampled's mean, covariance and wins, and the
+    labels), measured as covariance_designs measures its designs: the diagonal rules' covariance is diag(var)."""
     with torch.no_grad():
         out = propagate(model, x, sigma, relu="moment", pool=pool)
     mean, var = out.mean.double(), out.var.double()
-    beats = win_probabilities(mean, var)[torch.arange(len(y)), y]  # (B, n): P(Y_true > Y_i); 0 at i = true
-    others = torch.ones_like(beats, dtype=torch.bool)
-    others[torch.arange(len(y)), y] = False
-    p_error = ((beats - reference["wins"]).abs() * others).amax(1).mean()
-    return {"mean_error": float((mean - reference["mean"]).abs().mean() / reference["mean"].abs().mean()),
-            "std_error": float(((var.sqrt() - reference["std"]).abs() / reference["std"].clamp_min(1e-12)).mean()),
-            "p_error": float(p_error)}
+    measured = covariance_errors(mean, torch.diag_embed(var), reference)
+    return {"mean_error": float((mean - reference[0]).abs().mean() / reference[0].abs().mean()),
+            "std_error": measured["std_relative_error"], "p_error": measured["true_class_win_max_error"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 1.0])
     parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--draws", type=int, default=20000)
+    parser.add_argument("--draws", type=int, default=20000, help="Monte Carlo draws (whole thousands)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "prerelu_pool-cpu.json"))
     args = parser.parse_args(argv)
     x, y = data_module.load().tensors("test", limit=args.images)
@@ -84,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'model':28s} {'σ':>4s}  {'pool':14s} {'mean err':>9s} {'std err':>8s} {'P err':>7s}")
     for name, model in models.items():
         for sigma in args.sigmas:
-            reference = sampled(model, x, y, sigma, args.draws)
+            layers = sequential_layers(model)
+            with torch.no_grad():
+                reference = (*sampled(layers, first_preactivation(layers, x), sigma, args.draws, seed=0), y.long())
             for pool in POOLS:
-                row = {"model": name, "sigma": sigma, "pool": pool, **errors(model, x, y, sigma, pool, reference)}
+                row = {"model": name, "sigma": sigma, "pool": pool, **errors(model, x, sigma, pool, reference)}
                 rows.append(row)
                 print(f"{name:28s} {sigma:4.2f}  {pool:14s} {row['mean_error']:9.3f} {row['std_error']:8.3f} "
                       f"{row['p_error']:7.3f}", flush=True)
