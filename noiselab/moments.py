@@ -183,6 +183,15 @@ def correlated_max2_moments(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b
     if bool((cov_ab.abs() > bound * (1 + 1e-6) + 1e-12).any()):
         raise ValueError("cov_ab must satisfy |cov_ab| <= sqrt(var_a var_b) (a covariance of two variables with "
                          "these variances); got one beyond it")
+    out_mean, out_var, _ = correlated_max2_terms(mean_a, var_a, mean_b, var_b, cov_ab)
+    return out_mean, out_var
+
+
+def correlated_max2_terms(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor,
+                          cov_ab: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """correlated_max2_moments without its checks, for inputs already checked (noiselab.covariance's max-pool), and
+    with Phi(alpha) beside the mean and variance: the weight of A in Cov(max(A, B), Z) = Phi(alpha) Cov(A, Z) +
+    Phi(-alpha) Cov(B, Z)."""
     theta_squared = (var_a + var_b - 2 * cov_ab).clamp_min(VAR_FLOOR)
     theta = theta_squared.sqrt()
     alpha = (mean_a - mean_b) / theta
@@ -191,7 +200,7 @@ def correlated_max2_moments(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b
     out_mean = mean_b + theta * (alpha * cdf + pdf)
     spread = alpha.square() * cdf * cdf_neg - pdf * (alpha * (cdf - cdf_neg) + pdf)
     out_var = var_b + (var_a - var_b) * cdf + theta_squared * spread
-    return out_mean, out_var.clamp_min(0.0)
+    return out_mean, out_var.clamp_min(0.0), cdf
 
 
 def _max2_forward(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor, for_backward: bool = True):

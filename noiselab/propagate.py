@@ -23,7 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_input, check_positive_int, check_sigma
-from .moments import POOL_RULES, RELU_RULES, _check_rule, avgpool_moments, maxpool_moments, relu_moments
+from .covariance import (
+    check_covariance_mode,
+    diagonal,
+    map_covariance,
+    map_variance,
+    maxpool_covariance,
+    relu_covariance,
+)
+from .moments import POOL_RULES, RELU_RULES, _check_rule, _pair, avgpool_moments, maxpool_moments, relu_moments
 
 
 class Gaussian(NamedTuple):
@@ -31,6 +39,19 @@ class Gaussian(NamedTuple):
 
     mean: Tensor
     var: Tensor
+
+
+class CorrelatedGaussian(Gaussian):
+    """A Gaussian whose units' covariance is known: unpacks as (mean, var) like Gaussian, and `.cov`, (B, D, D) over
+    each example's D units (flattened as nn.Flatten orders them), has var on its diagonal."""
+
+    def __new__(cls, mean: Tensor, var: Tensor, cov: Tensor):
+        self = super().__new__(cls, mean, var)
+        self.cov = cov
+        return self
+
+    def __getnewargs__(self):  # pickling keeps the covariance
+        return self.mean, self.var, self.cov
 
 
 @dataclass(frozen=True)
@@ -176,6 +197,52 @@ def preactivation_scale(pre: Tensor) -> Tensor:
     return pre.detach().std(dim=dims, keepdim=True)
 
 
+# Layers that mix units (a linear map): after the first of them, behind the noise entry, the units are correlated.
+MIXING_TYPES = (nn.Conv2d, nn.Linear, nn.AvgPool2d)
+
+
+def _correlates(layer: nn.Module) -> bool:
+    """Whether the layer makes independent units correlated: a linear map, or a max-pool whose windows overlap."""
+    if isinstance(layer, nn.MaxPool2d):
+        kernel = _pair(layer.kernel_size)
+        stride = kernel if layer.stride is None else _pair(layer.stride)
+        return stride[0] < kernel[0] or stride[1] < kernel[1]
+    return isinstance(layer, MIXING_TYPES)
+
+
+def _linear_map(layer: nn.Module) -> Callable[[Tensor], Tensor]:
+    """The layer's linear part (no bias), for map_covariance."""
+    if isinstance(layer, nn.Conv2d):
+        return lambda t: layer._conv_forward(t, layer.weight, None)
+    if isinstance(layer, nn.Linear):
+        return lambda t: F.linear(t, layer.weight)
+    return layer  # AvgPool2d: linear, no bias
+
+
+def _check_covariance_pool(name: str, layer: nn.MaxPool2d) -> None:
+    if _pair(layer.padding) != (0, 0) or _pair(layer.dilation) != (1, 1) or layer.ceil_mode:
+        raise ValueError(f"covariance='full' takes max-pools without padding, dilation or ceil_mode; layer {name!r} "
+                         f"({layer}) has one: use covariance='diagonal' for this model")
+
+
+def _covariance_step(name: str, layer: nn.Module, mean: Tensor, var: Tensor, cov: Tensor | None, rules: Rules,
+                     mode: str) -> tuple[Tensor, Tensor]:
+    """One layer of N(mean, cov) (cov None: independent units with variances var): the output's mean and cov."""
+    if isinstance(layer, MIXING_TYPES):
+        fn = _linear_map(layer)
+        out_cov = map_variance(fn, var) if cov is None else map_covariance(fn, cov, tuple(mean.shape[1:]))
+        return layer(mean), out_cov
+    if cov is None:
+        cov = torch.diag_embed(var.flatten(1))
+    if isinstance(layer, nn.ReLU):
+        out_mean, out_cov = relu_covariance(mean.flatten(1), cov, rules.relu, mode)
+        return out_mean.view_as(mean), out_cov
+    if isinstance(layer, nn.MaxPool2d):
+        _check_covariance_pool(name, layer)
+        return maxpool_covariance(mean, cov, rules.pool, layer.kernel_size, layer.stride, mode)
+    return _rule_for(layer)(layer, mean, var, rules)[0], cov  # a reshape, Dropout, Identity: the same units
+
+
 def _variance(sigma: float | Tensor, like: Tensor) -> Tensor:
     """sigma^2 everywhere `like` is, as a stride-0 view (no copy; the moment ReLU takes it as one number)."""
     if isinstance(sigma, Tensor):
@@ -191,10 +258,12 @@ def propagate_unchecked(
     return_layers: bool = False,
     noise_at: str = "preact",
     relative: bool = False,
+    covariance: str = "diagonal",
 ) -> tuple[Gaussian, list[LayerMoments]]:
     """propagate() without input checks, for hot loops whose inputs are already checked once.
 
-    relative=True: the noise's std is sigma times preactivation_scale() of what it is added to (this batch's)."""
+    relative=True: the noise's std is sigma times preactivation_scale() of what it is added to (this batch's).
+    covariance as in propagate(), on the whole batch at once (propagate() splits it to bound the memory)."""
     record: list[LayerMoments] = []
     if noise_at == "input":  # x + nu: every layer, the first one included, carries the variance
         scale = sigma * preactivation_scale(x) if relative else sigma
@@ -210,23 +279,63 @@ def propagate_unchecked(
         if return_layers:
             record.append(LayerMoments(name, type(first).__name__, mean, var))
         rest = layers[entry + 1 :]
+    cov = None  # the units' covariance (B, D, D), once a layer has correlated them (covariance != "diagonal")
     index = 0
     while index < len(rest):
         name, layer = rest[index]
         following = rest[index + 1][1] if index + 1 < len(rest) else None
-        if rules.pool == "clark-prerelu" and isinstance(layer, nn.ReLU) and isinstance(following, nn.MaxPool2d):
+        prerelu = rules.pool == "clark-prerelu" and isinstance(layer, nn.ReLU) and isinstance(following, nn.MaxPool2d)
+        if prerelu and return_layers:  # the ReLU's own output, for the record (the explorer); not on the way on
+            record.append(LayerMoments(name, type(layer).__name__, *relu_moments(mean, var, rules.relu)))
+        if covariance != "diagonal" and (cov is not None or _correlates(following if prerelu else layer)):
+            if prerelu:  # the max over the ReLU's inputs first, then the ReLU (below)
+                mean, cov = _covariance_step(rest[index + 1][0], following, mean, var, cov, rules, covariance)
+                var = diagonal(cov).reshape(mean.shape)
+            mean, cov = _covariance_step(name, layer, mean, var, cov, rules, covariance)
+            var = diagonal(cov).reshape(mean.shape)
+        elif prerelu:
             # max_j ReLU(z_j) = ReLU(max_j z_j): Clark's max over the ReLU's inputs, Gaussians (exactly so, and
             # independent, where the noise enters), then the ReLU rule on one Gaussian per window
-            if return_layers:  # the ReLU's own output, for the record (the explorer); not on the way to the output
-                record.append(LayerMoments(name, type(layer).__name__, *relu_moments(mean, var, rules.relu)))
             mean, var = relu_moments(*_maxpool2d(following, mean, var, rules), rules.relu)
-            name, layer, index = rest[index + 1][0], following, index + 1
         else:
             mean, var = _rule_for(layer)(layer, mean, var, rules)
+        if prerelu:
+            name, layer, index = rest[index + 1][0], following, index + 1
         if return_layers:
             record.append(LayerMoments(name, type(layer).__name__, mean, var))
         index += 1
+    if cov is not None:  # symmetric to rounding on the way: exactly so at the output
+        return CorrelatedGaussian(mean, var, (cov + cov.transpose(1, 2)) / 2), record
+    if covariance != "diagonal":  # no layer correlated the units: their covariance is diagonal
+        return CorrelatedGaussian(mean, var, torch.diag_embed(var.flatten(1))), record
     return Gaussian(mean, var), record
+
+
+# covariance="full": the largest covariance one example may take (bytes, at the widest layer), and the memory a
+# batch's chunk aims at (a ReLU's rule holds several tensors of the covariance's size at once).
+MAX_COVARIANCE_BYTES = 1 << 28
+COVARIANCE_CHUNK_BYTES = 1 << 31
+_COVARIANCE_TEMPORARIES = 8
+
+
+def covariance_width(layers: list[tuple[str, nn.Module]], x: Tensor, noise_at: str = "preact") -> tuple[int, str]:
+    """The largest number of units D whose (D, D) covariance covariance="full" keeps per example, and the layer where
+    it does: the outputs of every layer from the first one that correlates the units (a linear map after the noise
+    entry, or an overlapping max-pool) on. Shapes from one example, without gradients."""
+    start = 0 if noise_at == "input" else noise_entry(layers) + 1
+    width, where, correlated = 0, "", False
+    with torch.no_grad():
+        h = x[:1]
+        for index, (name, layer) in enumerate(layers):
+            before = h
+            h = layer(h)
+            if index >= start and not correlated and _correlates(layer):
+                correlated = True
+                if isinstance(layer, nn.MaxPool2d):  # the pool's input is made a full covariance first
+                    width, where = before[0].numel(), name
+            if correlated and h[0].numel() > width:
+                width, where = h[0].numel(), name
+    return width, where
 
 
 def propagate(
@@ -237,6 +346,7 @@ def propagate(
     pool: str = "paper",
     return_layers: bool = False,
     noise_at: str = "preact",
+    covariance: str = "diagonal",
 ):
     """Propagate N(0, sigma^2) noise, added to the first layer's pre-activation, through `model` in closed form.
 
@@ -252,19 +362,46 @@ def propagate(
         return_layers: also return the Gaussian after every layer from the noise entry on.
         noise_at: "preact" (the paper: the first Conv2d/Linear's output) or "input" (x + noise, as in randomized
             smoothing; the first layer then carries sigma^2 * sum of its squared weights).
+        covariance: "diagonal" (the paper's and every moment-propagation codebase's: the units entering each layer
+            are taken as independent), "full" (every pair of units' covariance is carried from the first layer that
+            correlates them on, noiselab.covariance; much closer to sampling, docs/propagation.md, and far dearer:
+            a (D, D) matrix per example at each layer) or "full-linear" (the same, the ReLU's cross-covariances to
+            first order in the correlation). The batch is taken in chunks so the covariances fit in memory.
 
     Returns:
-        Gaussian(mean, var) of the output, each (B, classes); with return_layers=True, a pair
-        (Gaussian, list[LayerMoments]).
+        Gaussian(mean, var) of the output, each (B, classes); with covariance="full"/"full-linear" a
+        CorrelatedGaussian, which also has `.cov`, the outputs' covariance (B, classes, classes); with
+        return_layers=True, a pair (Gaussian, list[LayerMoments]).
     """
     _check_rule(relu, RELU_RULES, "relu")
     _check_rule(pool, POOL_RULES, "pool")
     check_sigma(sigma)
     check_noise_at(noise_at)
+    check_covariance_mode(covariance)
     layers = sequential_layers(model)
     check_input(model, x)
-    output, record = propagate_unchecked(layers, x, sigma, Rules(relu, pool), return_layers, noise_at)
-    return (output, record) if return_layers else output
+    rules = Rules(relu, pool)
+    if covariance == "diagonal":
+        output, record = propagate_unchecked(layers, x, sigma, rules, return_layers, noise_at)
+        return (output, record) if return_layers else output
+    width, where = covariance_width(layers, x, noise_at)
+    per_example = width * width * x.element_size()
+    if per_example > MAX_COVARIANCE_BYTES:
+        raise ValueError(f"covariance={covariance!r} would keep a {width} x {width} covariance per example after layer "
+                         f"{where!r} ({per_example / 2**20:,.0f} MiB, more than {MAX_COVARIANCE_BYTES >> 20} MiB): "
+                         "use covariance='diagonal' for this model" +
+                         (", or noise_at='preact'" if noise_at == "input" else ""))
+    chunk = max(1, COVARIANCE_CHUNK_BYTES // max(per_example * _COVARIANCE_TEMPORARIES, 1))
+    parts = [propagate_unchecked(layers, x[start : start + chunk], sigma, rules, return_layers, noise_at,
+                                 covariance=covariance) for start in range(0, x.shape[0], chunk)]
+    output = CorrelatedGaussian(*(torch.cat([part[0][i] for part in parts]) for i in range(2)),
+                                torch.cat([part[0].cov for part in parts]))
+    if not return_layers:
+        return output
+    record = [LayerMoments(first.name, first.kind, torch.cat([part[1][i].mean for part in parts]),
+                           torch.cat([part[1][i].var for part in parts]))
+              for i, first in enumerate(parts[0][1])]
+    return output, record
 
 
 class _RunningMoments:
