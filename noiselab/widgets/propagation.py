@@ -4,11 +4,11 @@
     >>> explorer.widget
 
 Per layer (picked in a dropdown), the mean and variance maps of the closed-form propagation (noiselab.propagate,
-under the chosen ReLU and max-pool rules) beside those of sampling the same noise (noiselab.layerwise.sample_layers,
-monte_carlo's draws for one image); for all
+under the chosen ReLU and max-pool rules, with the units taken as independent or their covariance carried) beside
+those of sampling the same noise (noiselab.layerwise.sample_layers, monte_carlo's draws for one image); for all
 layers, the relative error of the closed form; at the output, P(Y_k > Y_i) for every pair of classes
-(noiselab.loss.win_probabilities). The numbers come from the core (noiselab.layerwise arranges the comparison);
-this module only picks what to show.
+(noiselab.loss.win_probabilities, with the outputs' covariance where it is carried). The numbers come from the core
+(noiselab.layerwise arranges the comparison); this module only picks what to show.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 
 from ..charts.live import table_value
 from ..charts.propagation import ERROR_CAPACITY, IMAGE_CAPACITY, MAP_CAPACITY, WIN_CAPACITY, propagation_explorer_chart
+from ..covariance import COVARIANCE_MODES
 from ..data import Dataset
 from ..layerwise import activation_map, layer_errors, sample_layers
 from ..loss import win_probabilities
@@ -61,7 +62,8 @@ class PropagationExplorer(Mutable):
     """Closed-form noise propagation against Monte Carlo, layer by layer, for one test image of `data`.
 
     Attributes: widget (display it), model (Dropdown over `models.names`, kept in sync), sigma (FloatSlider),
-    image (index into the test split), relu and pool (the rules), layer and channel (what the maps show),
+    image (index into the test split), relu and pool (the rules), covariance (noiselab.propagate's covariance mode:
+    "full" takes seconds on LeNet5), layer and channel (what the maps show),
     chart (the JupyterChart), summary (HTML: label and predictions), message (HTML: errors), errors (the last
     list of noiselab.layerwise.LayerError), last_update_ms (kernel time of the last update).
     """
@@ -98,6 +100,12 @@ class PropagationExplorer(Mutable):
                                           style={"button_width": "70px"})
         self.pool = widgets.ToggleButtons(options=list(POOL_RULES), value="paper", description="pool rule",
                                           style={"button_width": "70px"})
+        self.covariance = widgets.ToggleButtons(
+            options=list(COVARIANCE_MODES), value="diagonal", description="covariance",
+            tooltips=["the units entering each layer taken as independent (the paper's closed form)",
+                      "every pair of units' covariance carried, the ReLU's cross-covariances to first order",
+                      "every pair of units' covariance carried, exactly for Gaussians (slower: seconds on LeNet5)"],
+            style={"button_width": "80px"})
         self.layer = widgets.Dropdown(options=[], description="layer")
         self.channel = widgets.Dropdown(options=[("mean over channels", CHANNEL_MEAN)], value=CHANNEL_MEAN,
                                         description="channel")
@@ -108,7 +116,7 @@ class PropagationExplorer(Mutable):
         self.chart = jupyter_chart(propagation_explorer_chart(empty["image"], empty["maps"], empty["errors"],
                                                               empty["wins"]))
         self._update()
-        for control in (self.model, self.sigma, self.image, self.relu, self.pool):
+        for control in (self.model, self.sigma, self.image, self.relu, self.pool, self.covariance):
             control.observe(self._update, names="value")
         self.layer.observe(self._on_layer, names="value")
         self.channel.observe(self._redraw_maps, names="value")
@@ -119,6 +127,7 @@ class PropagationExplorer(Mutable):
                          f"through the network in closed form, beside {samples} Monte Carlo draws of the same noise."),
             widgets.HBox([self.model, self.sigma, self.image]),
             widgets.HBox([self.relu, self.pool]),
+            self.covariance,
             widgets.HBox([self.layer, self.channel]),
             self.summary,
             self.chart,
@@ -172,10 +181,10 @@ class PropagationExplorer(Mutable):
             try:
                 with torch.no_grad():
                     output, closed = propagate(lab_model.model, x, sigma, relu=self.relu.value, pool=self.pool.value,
-                                               return_layers=True)
+                                               return_layers=True, covariance=self.covariance.value)
                     sampled = self._sampled_moments(lab_model, index, x, sigma)
                     predicted = int(lab_model.model(x).argmax(1))
-                wins = win_probabilities(output.mean, output.var)[0]  # (n, n)
+                wins = win_probabilities(output.mean, output.var, getattr(output, "cov", None))[0]  # (n, n)
                 errors = layer_errors(closed, sampled)
             except ValueError as error:  # e.g. a model whose input shape does not fit this data set
                 self.message.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
