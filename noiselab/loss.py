@@ -58,6 +58,10 @@ def _check_moments(mean: Tensor, var: Tensor, cov: Tensor | None = None) -> None
     if not bool(((diagonal.detach() - var.detach()).abs() <= tolerance).all()):
         raise ValueError("cov's diagonal must be var (the same outputs' variances); pass the covariance that "
                          "came with them, or leave cov out for independent outputs")
+    eigenvalues = torch.linalg.eigvalsh(cov.detach().double())  # (B, n), ascending
+    if not bool((eigenvalues[:, 0] >= -1e-4 * eigenvalues[:, -1].abs() - 1e-12).all()):
+        raise ValueError("cov must be positive semi-definite (a covariance: no combination of the outputs has a "
+                         "negative variance); got one with a negative eigenvalue")
 
 
 def _reduce(value: Tensor, reduction: str) -> Tensor:

@@ -241,6 +241,8 @@ def test_the_loss_with_a_diagonal_covariance_is_the_papers_and_a_full_one_enters
                                                        torch.tensor(float("nan"))), "cov must be finite"),
     (torch.eye(5).expand(4, 5, 5).clone().index_put_((torch.tensor(0), torch.tensor(1), torch.tensor(2)),
                                                        torch.tensor(0.5)), "cov must be symmetric"),
+    ((torch.eye(5) + 2.0 * (torch.eye(5).roll(1, 0) + torch.eye(5).roll(-1, 0))).expand(4, 5, 5),
+     "cov must be positive semi-definite"),
 ])
 def test_a_covariance_that_does_not_fit_the_outputs_is_named(cov, message):
     from noiselab.loss import win_probabilities
