@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .covariance import COVARIANCE_MODES
 from .experiments.names import EXPERIMENT_NAMES
 from .models import MODELS, build
 from .moments import POOL_RULES, RELU_RULES, relu_moments
@@ -141,6 +142,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bimodel-alpha", type=_nonnegative_float, default=defaults.bimodel_alpha)
     parser.add_argument("--relu", choices=RELU_RULES, default=defaults.relu)
     parser.add_argument("--pool", choices=POOL_RULES, default=defaults.pool)
+    parser.add_argument("--covariance", choices=COVARIANCE_MODES, default=defaults.covariance,
+                        help="noise: the closed form's units taken as independent (diagonal, the paper) or their "
+                             "covariance carried (full-linear, full: far closer to sampling, hundreds of times "
+                             "dearer; docs/propagation.md)")
     parser.add_argument("--loss", choices=list(NOISE_LOSSES), default=defaults.loss,
                         help="noise: the stochastic loss, one of its terms alone, or cross-entropy on the means")
     parser.add_argument("--noise-at", choices=NOISE_PLACEMENTS, default=defaults.noise_at,

@@ -55,6 +55,7 @@ from ._checks import check_sigma
 from .attacks import check_eps
 from .attacks._common import project, random_start
 from .checkpoint import check_writable, load_checkpoint, save_checkpoint
+from .covariance import check_covariance_mode
 from .defenses import noisy_passes
 from .loss import LearnableSigma, _terms
 from .models import MODELS, build
@@ -62,6 +63,7 @@ from .moments import POOL_RULES, RELU_RULES
 from .propagate import (
     Rules,
     check_noise_at,
+    covariance_width,
     first_preactivation,
     noise_entry,
     preactivation_scale,
@@ -133,6 +135,7 @@ class TrainConfig:
     bimodel_alpha: float = 0.0   # > 0 adds -alpha sigma^2 (the paper's Bimodel uses 0.25)
     relu: str = "paper"
     pool: str = "paper"
+    covariance: str = "diagonal"  # noise: the closed form's units independent, or their covariance carried (propagate)
     loss: str = "stochastic"     # noise: see NOISE_LOSSES
     noise_at: str = "preact"     # noise, sampled: "preact" (the paper) or "input"
     sigma_mode: str = "absolute"  # noise, sampled: sigma as is (the paper) or times the per-channel std ("relative")
@@ -152,6 +155,10 @@ class TrainConfig:
             raise ValueError(f"unknown model {self.model!r}; choose one of {tuple(MODELS)}")
         if self.relu not in RELU_RULES or self.pool not in POOL_RULES:
             raise ValueError(f"relu must be one of {RELU_RULES} and pool one of {POOL_RULES}")
+        check_covariance_mode(self.covariance)
+        if self.covariance != "diagonal" and self.method != "noise":
+            raise ValueError(f"covariance={self.covariance!r} applies to the noise method only (method is "
+                             f"{self.method!r})")
         if self.loss not in NOISE_LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {tuple(NOISE_LOSSES)}")
         if self.loss != "stochastic" and self.method != "noise":
@@ -257,11 +264,12 @@ def _vanilla(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 def _noise(ctx: _Context, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     sigma = _sigma_value(ctx.sigma)
     output, _ = propagate_unchecked(ctx.layers, x, sigma, Rules(ctx.config.relu, ctx.config.pool),
-                                    noise_at=ctx.config.noise_at, relative=ctx.config.sigma_mode == "relative")
+                                    noise_at=ctx.config.noise_at, relative=ctx.config.sigma_mode == "relative",
+                                    covariance=ctx.config.covariance)
     if ctx.config.loss == "ce_mean":
         loss = F.cross_entropy(output.mean, y)
-    else:
-        mse, prob = _terms(output.mean, output.var, y)
+    else:  # with the logits' covariance where it is carried: Var(Y_k - Y_i) = var_k + var_i - 2 Cov(Y_k, Y_i)
+        mse, prob = _terms(output.mean, output.var, y, getattr(output, "cov", None))
         loss = {"stochastic": mse - prob, "mse": mse, "prob": -prob}[ctx.config.loss].mean()
     if ctx.config.bimodel_alpha > 0:
         loss = loss - ctx.config.bimodel_alpha * sigma**2
@@ -321,6 +329,42 @@ def first_layer_scale(layers: list, probe: Tensor) -> dict:
     return {"weight_norm": float(first.weight.norm()), "preact_std": float(preactivation_scale(pre).mean())}
 
 
+# covariance != "diagonal": what one example's forward and backward keep, in units of its widest covariance (measured
+# on LeNet5 with pool="clark-prerelu", bench/covariance_full.py: ~4.6 for "full-linear", ~30 for "full"), with a margin
+COVARIANCE_TRAINING_FACTOR = {"full-linear": 6, "full": 32}
+
+
+def _available_memory(device: torch.device) -> int | None:
+    """Bytes free for a training's tensors on the device (Linux's MemAvailable on a CPU), or None where unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_covariance_fits(config: TrainConfig, model: nn.Module, device: torch.device) -> None:
+    """covariance != "diagonal": refuse, before any work, a batch whose covariances cannot fit in the memory free."""
+    if config.covariance == "diagonal":
+        return
+    layers = sequential_layers(model)
+    width, where = covariance_width(layers, torch.zeros((1, *model.input_shape), device=device), config.noise_at)
+    per_example = COVARIANCE_TRAINING_FACTOR[config.covariance] * width * width * 4
+    needed, free = per_example * config.batch_size, _available_memory(device)
+    if free is not None and needed > free:
+        fits = free // per_example
+        raise ValueError(
+            f"covariance={config.covariance!r} training of {config.model} keeps a {width} x {width} covariance per "
+            f"example (after layer {where!r}) and about {per_example / 2**30:.2f} GiB per example for its backward: "
+            f"{needed / 2**30:.1f} GiB at batch {config.batch_size}, more than the {free / 2**30:.1f} GiB free on "
+            f"{device.type}; " + (f"use --batch-size {fits} or less, " if fits else "") + "or covariance='diagonal'")
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
     """Clean accuracy of the expectation model on uint8 or float images."""
@@ -361,6 +405,7 @@ def train(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = build(config.model).to(device)
+    check_covariance_fits(config, model, device)
     sigma: float | LearnableSigma = LearnableSigma(config.sigma).to(device) if config.learnable_sigma \
         else float(config.sigma)
     parameters = list(model.parameters()) + (list(sigma.parameters()) if isinstance(sigma, LearnableSigma) else [])
