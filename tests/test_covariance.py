@@ -252,3 +252,27 @@ def test_a_pool_the_mode_cannot_take_is_named():
                           nn.Flatten(), nn.Linear(2 * 3 * 3, 3))
     with pytest.raises(ValueError, match=r"max-pools without padding.*layer '4'.*covariance='diagonal'"):
         noiselab.propagate(model, torch.rand(1, 1, 8, 8), 0.5, pool="paper", covariance="full")
+
+
+@pytest.mark.slow
+def test_the_covariance_bench_writes_errors_per_design_and_layer_and_the_costs(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "covariance_full.py"
+    out = tmp_path / "covariance.json"
+    result = subprocess.run([sys.executable, str(bench), "--models", "vanilla", "--sigmas", "0.5", "--images", "1",
+                             "--draws", "1000", "--layer-draws", "200", "--designs", "full-linear/clark-prerelu",
+                             "--cost-batch", "1", "--repeats", "1", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(out.read_text())
+    rows = {row["design"]: row for row in written["rows"]}
+    assert set(rows) == {"diagonal/clark-prerelu", "full-linear/clark-prerelu", "gaussian floor"}
+    assert rows["full-linear/clark-prerelu"]["std_error"] < rows["diagonal/clark-prerelu"]["std_error"]
+    assert len(rows["full-linear/clark-prerelu"]["layers"]) == 15  # LeNet5 from its first convolution on
+    costs = {row["design"]: row for row in written["cost"]}
+    assert costs["full-linear/clark-prerelu"]["forward_ratio"] > 1 and costs["diagonal/clark-prerelu"][
+        "forward_backward_ratio"] == 1
