@@ -46,9 +46,9 @@ from torch.utils.checkpoint import checkpoint
 from .moments import VAR_FLOOR, _check_rule, _pair, correlated_max2_terms, normal_cdf, relu_moments
 
 COVARIANCE_MODES = ("diagonal", "full", "full-linear")
-# The ReLU's off-diagonal covariance integral, int_0^1 (1 - u) phi2(a, b; rho u) du, by Gauss-Legendre on [0, 1]:
-# 12 nodes keep it within 2e-4 of s_x s_y (relative to the units' standard deviations) over a, b in [-4, 4] and every
-# rho, rho -> 1 included (tests/test_covariance.py checks it against a 2-D numerical integration).
+# Price's integral, int_0^1 (1 - u) phi2(a, b; rho u) du, by Gauss-Legendre on [0, 1]: 12 nodes keep the ReLU's
+# cross-covariance within 2e-4 of s_x s_y over a, b in [-3, 3] and every rho, rho -> +-1 included
+# (tests/test_covariance.py checks it against a 2-D numerical integration).
 RELU_QUADRATURE_NODES = 12
 
 _nodes, _weights = np.polynomial.legendre.leggauss(RELU_QUADRATURE_NODES)

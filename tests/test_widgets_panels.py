@@ -19,7 +19,7 @@ from noiselab.evaluate import predict
 from noiselab.train import TrainConfig, train
 from noiselab.widgets.attack import AttackPanel
 from noiselab.widgets.models import LabModel, ModelList
-from noiselab.widgets.training import BUSY_MESSAGE, TrainingPanel
+from noiselab.widgets.training import BUSY_MESSAGE, TrainingPanel, cli_command, model_name
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +145,26 @@ def test_the_ablation_options_reach_the_training_config_and_the_model_name(digit
     (name,) = models.names
     assert name.startswith("noise σ=0.5 loss=mse at input (relative)"), name
     assert "--loss mse --noise-at input --sigma-mode relative" in models.get(name).command
+
+
+def test_the_covariance_option_reaches_the_config_name_and_command_and_a_batch_too_large_is_named(digits,
+                                                                                                    monkeypatch):
+    import noiselab.train as train_module
+
+    panel = TrainingPanel(ModelList(), digits)
+    panel.method.value = "vanilla"
+    assert panel.covariance.disabled and panel.config().covariance == "diagonal"
+    panel.method.value = "noise"
+    panel.relu.value, panel.pool.value, panel.covariance.value = "moment", "clark-prerelu", "full-linear"
+    config = panel.config()
+    assert config.covariance == "full-linear" and not panel.message.value
+    assert "cov=full-linear" in model_name(config) and "--covariance full-linear" in cli_command(config)
+    # LeNet5 at the panel's batch of 128 with 1 GiB free: refused at the click, in the status, with a batch that fits
+    monkeypatch.setattr(train_module, "_available_memory", lambda device: 1 << 30)
+    panel.architecture.value = "lenet5"
+    panel.train_button.click()
+    assert panel.wait(60)
+    assert "use --batch-size 2 or less" in panel.status.value + panel.message.value
 
 
 def test_negative_sigma_and_worker_errors_show_messages(digits):

@@ -55,6 +55,8 @@ def model_name(config: TrainConfig, final_sigma: float | None = None) -> str:
             head += f" Bimodel α={config.bimodel_alpha:g}"
         if config.method == "noise" and (config.relu, config.pool) != ("paper", "paper"):
             head += f" {config.relu}/{config.pool}"
+        if config.covariance != "diagonal":
+            head += f" cov={config.covariance}"
         if config.loss != "stochastic":
             head += f" loss={config.loss}"
         if config.noise_at != "preact":
@@ -119,6 +121,11 @@ class TrainingPanel:
         self.alpha = widgets.FloatText(value=0.25, step=0.05, description="α", **wide)
         self.relu = widgets.Dropdown(options=list(RELU_RULES), value="paper", description="ReLU rule", **wide)
         self.pool = widgets.Dropdown(options=list(POOL_RULES), value="paper", description="pool rule", **wide)
+        self.covariance = widgets.Dropdown(
+            options=[("diagonal (paper)", "diagonal"), ("full-linear (100s× slower)", "full-linear"),
+                     ("full (1000s× slower)", "full")], value="diagonal", description="covariance",
+            tooltip="the closed form's units taken as independent, or their covariance carried (far closer to "
+                    "sampling, far dearer: docs/propagation.md)", **wide)
         # the ablations' options (docs/results.md): what the closed-form training minimises, where σ enters, its unit
         self.loss = widgets.Dropdown(options=[(f"{name}: {text}", name) for name, text in NOISE_LOSSES.items()],
                                      value="stochastic", description="loss", **wide)
@@ -149,14 +156,15 @@ class TrainingPanel:
         self.train_button.on_click(self._on_train)
         self.stop_button.on_click(self._on_stop)
         for control in (self.method, self.sigma, self.learnable, self.bimodel, self.alpha, self.relu, self.pool,
-                        self.loss, self.noise_at, self.sigma_mode, self.eps, self.eps_warmup, self.epochs,
-                        self.train_limit, self.seed, self.architecture, self.device, self.dataset, self.data_root):
+                        self.covariance, self.loss, self.noise_at, self.sigma_mode, self.eps, self.eps_warmup,
+                        self.epochs, self.train_limit, self.seed, self.architecture, self.device, self.dataset,
+                        self.data_root):
             control.observe(self._on_setting, names="value")
         self.dataset.observe(self._on_dataset, names="value")
         self.data_root.observe(self._on_dataset, names="value")
 
         noise_box = widgets.VBox([self.sigma, self.learnable, self.bimodel, self.alpha, self.relu,
-                                  self.pool, self.loss, self.noise_at, self.sigma_mode])
+                                  self.pool, self.covariance, self.loss, self.noise_at, self.sigma_mode])
         settings = widgets.HBox([
             widgets.VBox([self.dataset, self.data_root, self.architecture, self.method, self.epochs,
                           self.train_limit, self.seed, self.device]),
@@ -188,6 +196,7 @@ class TrainingPanel:
             bimodel_alpha=float(self.alpha.value) if (method == "noise" and learnable and self.bimodel.value) else 0.0,
             relu=self.relu.value if method == "noise" else TrainConfig.relu,
             pool=self.pool.value if method == "noise" else TrainConfig.pool,
+            covariance=self.covariance.value if method == "noise" else TrainConfig.covariance,
             loss=self.loss.value if method == "noise" else TrainConfig.loss,
             noise_at=self.noise_at.value if noisy else TrainConfig.noise_at,
             sigma_mode=self.sigma_mode.value if noisy else TrainConfig.sigma_mode,
@@ -203,7 +212,7 @@ class TrainingPanel:
         # train() adds the Bimodel term in the closed-form method only
         self.bimodel.disabled = method != "noise" or not self.learnable.value
         self.alpha.disabled = self.bimodel.disabled or not self.bimodel.value
-        self.relu.disabled = self.pool.disabled = self.loss.disabled = method != "noise"
+        self.relu.disabled = self.pool.disabled = self.covariance.disabled = self.loss.disabled = method != "noise"
         self.noise_at.disabled = self.sigma_mode.disabled = method not in NOISE_METHODS
         self.eps.disabled = self.eps_warmup.disabled = method not in ADVERSARIAL_METHODS
 
