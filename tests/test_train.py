@@ -354,9 +354,9 @@ def test_covariance_training_that_cannot_fit_in_memory_is_refused_with_a_batch_t
 
 @pytest.mark.slow
 def test_noise_training_with_the_logits_covariance_descends_its_loss_and_records_it(tmp_path):
-    """DemoCNN, 96 embedded digits, batch 16, one epoch (6 steps), moment/clark-prerelu rules, covariance="full-linear":
-    the stochastic loss with the logits' covariance, on the first 64 training digits, falls from the initial weights'
-    (the same seed) to the trained ones' (measured -0.479 -> -0.508); the weights differ from a diagonal run's (the
+    """DemoCNN, 48 embedded digits, batch 8, one epoch (6 steps), moment/clark-prerelu rules, covariance="full-linear":
+    the stochastic loss with the logits' covariance, on the first 32 training digits, falls from the initial weights'
+    (the same seed) to the trained ones' (measured -0.466 -> -0.535); the weights differ from a diagonal run's (the
     covariance entered); the checkpoint records the setting. Through the CLI, --covariance reaches the training's
     checks."""
     from noiselab import data as data_module
@@ -365,9 +365,9 @@ def test_noise_training_with_the_logits_covariance_descends_its_loss_and_records
     from noiselab.models import build
     from noiselab.propagate import propagate
 
-    settings = dict(QUICK, method="noise", relu="moment", pool="clark-prerelu", train_limit=96, batch_size=16,
+    settings = dict(QUICK, method="noise", relu="moment", pool="clark-prerelu", train_limit=48, batch_size=8,
                     lr_schedule="constant")
-    images, labels = data_module.load().tensors("train", limit=64)
+    images, labels = data_module.load().tensors("train", limit=32)
     x = data_module.to_float(images)
 
     def loss(model):
@@ -384,6 +384,7 @@ def test_noise_training_with_the_logits_covariance_descends_its_loss_and_records
     print(f"\nthe loss with the logits' covariance: {before:.4f} at the start, {after:.4f} after 6 steps")
     assert after < before - 0.01
     assert load_checkpoint(checkpoint)["config"]["covariance"] == "full-linear"
-    differences = [float((a - b).abs().max()) for a, b in zip(trained.model.parameters(), diagonal.model.parameters())]
+    differences = [float((a - b).detach().abs().max())
+                   for a, b in zip(trained.model.parameters(), diagonal.model.parameters())]
     assert max(differences) > 1e-4
     assert main(["train", "--method", "vanilla", "--covariance", "full", "--out", str(tmp_path / "v.pt")]) == 2
