@@ -330,8 +330,9 @@ def first_layer_scale(layers: list, probe: Tensor) -> dict:
 
 
 # covariance != "diagonal": what one example's forward and backward keep, in units of its widest covariance (measured
-# on LeNet5 with pool="clark-prerelu", bench/covariance_full.py: ~4.6 for "full-linear", ~30 for "full"), with a margin
-COVARIANCE_TRAINING_FACTOR = {"full-linear": 6, "full": 32}
+# on LeNet5 with pool="clark-prerelu", bench/covariance_full.py at batch 4: ~5.9 for "full-linear", ~35 for "full"),
+# with a margin
+COVARIANCE_TRAINING_FACTOR = {"full-linear": 7, "full": 40}
 
 
 def _available_memory(device: torch.device) -> int | None:

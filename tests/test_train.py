@@ -347,7 +347,7 @@ def test_covariance_training_that_cannot_fit_in_memory_is_refused_with_a_batch_t
 
     monkeypatch.setattr(train_module, "_available_memory", lambda device: 4 << 30)  # 4 GiB free
     with pytest.raises(ValueError, match=r"keeps a 4608 x 4608 covariance per example \(after layer '3'\).*"
-                                         r"more than the 4.0 GiB free on cpu; use --batch-size 8 or less"):
+                                         r"more than the 4.0 GiB free on cpu; use --batch-size 7 or less"):
         train(TrainConfig(method="noise", model="lenet5", covariance="full-linear", relu="moment",
                           pool="clark-prerelu", batch_size=128, device="cpu"))
 

@@ -159,12 +159,12 @@ def test_the_covariance_option_reaches_the_config_name_and_command_and_a_batch_t
     config = panel.config()
     assert config.covariance == "full-linear" and not panel.message.value
     assert "cov=full-linear" in model_name(config) and "--covariance full-linear" in cli_command(config)
-    # LeNet5 at the panel's batch of 128 with 1 GiB free: refused at the click, in the status, with a batch that fits
-    monkeypatch.setattr(train_module, "_available_memory", lambda device: 1 << 30)
+    # LeNet5 at the panel's batch of 128 with 2 GiB free: refused at the click, in the status, with a batch that fits
+    monkeypatch.setattr(train_module, "_available_memory", lambda device: 2 << 30)
     panel.architecture.value = "lenet5"
     panel.train_button.click()
     assert panel.wait(60)
-    assert "use --batch-size 2 or less" in panel.status.value + panel.message.value
+    assert "use --batch-size 3 or less" in panel.status.value + panel.message.value
 
 
 def test_negative_sigma_and_worker_errors_show_messages(digits):
