@@ -5,10 +5,13 @@ The noise nu ~ N(0, sigma^2 I) enters at the pre-activation of the first Conv2d/
 layers, one rule per layer type, looked up by type in PROPAGATION_RULES (pool="clark-prerelu" alone takes a
 ReLU and the max-pool right after it together, the max first). The model is an
 nn.Sequential (nested ones are flattened); propagation and the expectation model `model(x)` use
-the same module and weights.
+the same module and weights. covariance="full" / "full-linear" carries the units' covariance instead of taking them
+as independent, from the first layer that correlates them on (noiselab.covariance's rules).
 
     >>> out = noiselab.propagate(model, x, sigma=0.5, relu="moment", pool="clark")
     >>> out.mean.shape, out.var.shape          # (B, 10) each
+    >>> out = noiselab.propagate(model, x, 0.5, relu="moment", pool="clark-prerelu", covariance="full")
+    >>> out.cov.shape                          # (B, 10, 10): the logits' covariance, out.var on its diagonal
     >>> mc = noiselab.monte_carlo(model, x, sigma=0.5, samples=10_000, seed=0)
 """
 

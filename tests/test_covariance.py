@@ -212,6 +212,7 @@ def test_the_result_unpacks_as_a_gaussian_and_keeps_its_covariance_when_pickled(
     x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
     out = noiselab.propagate(model, x, 0.5, relu="moment", pool="clark", covariance="full")
     mean, var = out
+    assert isinstance(out, noiselab.CorrelatedGaussian) and isinstance(out, noiselab.Gaussian)
     assert out.cov.shape == (3, 5, 5)
     torch.testing.assert_close(out.cov.diagonal(dim1=1, dim2=2), var)
     again = pickle.loads(pickle.dumps(out))
