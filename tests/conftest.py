@@ -62,10 +62,10 @@ def vanilla_demo_model():
     return train(TrainConfig(model="demo-cnn", method="vanilla", epochs=2, train_limit=5000, device="cpu")).model
 
 
-# the files that took longest on one worker (pytest --durations=0, 2 workers, 2-core machine, 2026-12-06: 174, 141,
-# 139, 110, 86, 60, 59 and 46 s), longest first
-LONGEST = ["test_ray_sweep.py", "test_ablations.py", "test_kernel_bound.py", "test_experiments.py", "test_browser.py",
-           "test_suites.py", "test_train.py", "test_notebooks.py"]
+# the files that took longest on one worker (pytest --durations=0, 2 workers, 2-core machine, clean clone,
+# 2026-12-07: 157, 142, 135, 86, 85, 69, 61, 45, 43 and 42 s), longest first
+LONGEST = ["test_kernel_bound.py", "test_ray_sweep.py", "test_ablations.py", "test_experiments.py", "test_browser.py",
+           "test_train.py", "test_suites.py", "test_notebooks.py", "test_attacks.py", "test_covariance.py"]
 
 
 def pytest_collection_modifyitems(config, items):
