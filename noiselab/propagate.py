@@ -222,9 +222,9 @@ def _linear_map(layer: nn.Module) -> Callable[[Tensor], Tensor]:
     return layer  # AvgPool2d: linear, no bias
 
 
-def _check_covariance_pool(name: str, layer: nn.MaxPool2d) -> None:
+def _check_covariance_pool(name: str, layer: nn.MaxPool2d, mode: str) -> None:
     if _pair(layer.padding) != (0, 0) or _pair(layer.dilation) != (1, 1) or layer.ceil_mode:
-        raise ValueError(f"covariance='full' takes max-pools without padding, dilation or ceil_mode; layer {name!r} "
+        raise ValueError(f"covariance={mode!r} takes max-pools without padding, dilation or ceil_mode; layer {name!r} "
                          f"({layer}) has one: use covariance='diagonal' for this model")
 
 
@@ -241,7 +241,7 @@ def _covariance_step(name: str, layer: nn.Module, mean: Tensor, var: Tensor, cov
         out_mean, out_cov = relu_covariance(mean.flatten(1), cov, rules.relu, mode)
         return out_mean.view_as(mean), out_cov
     if isinstance(layer, nn.MaxPool2d):
-        _check_covariance_pool(name, layer)
+        _check_covariance_pool(name, layer, mode)
         return maxpool_covariance(mean, cov, rules.pool, layer.kernel_size, layer.stride, mode)
     return _rule_for(layer)(layer, mean, var, rules)[0], cov  # a reshape, Dropout, Identity: the same units
 
