@@ -49,6 +49,8 @@ def _check_moments(mean: Tensor, var: Tensor, cov: Tensor | None = None) -> None
         shape = tuple(cov.shape) if isinstance(cov, Tensor) else type(cov).__name__
         raise ValueError(f"cov must be the outputs' covariance, shape (batch, classes, classes) = "
                          f"{(batch, classes, classes)}, got {shape}")
+    if cov.dtype != mean.dtype:
+        raise ValueError(f"cov must have the outputs' dtype ({mean.dtype}), got {cov.dtype}")
     if not bool(torch.isfinite(cov.detach()).all()):
         raise ValueError("cov must be finite; got NaN or infinity")
     if not bool(((cov - cov.transpose(1, 2)).detach().abs() <= 1e-4 * (1.0 + cov.detach().abs())).all()):

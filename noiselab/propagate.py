@@ -56,6 +56,10 @@ class CorrelatedGaussian(Gaussian):
     def __getnewargs__(self):  # pickling keeps the covariance
         return self.mean, self.var, self.cov
 
+    def _replace(self, **fields):  # keeps (or replaces) the covariance too
+        return CorrelatedGaussian(fields.pop("mean", self.mean), fields.pop("var", self.var),
+                                  fields.pop("cov", self.cov))
+
 
 @dataclass(frozen=True)
 class LayerMoments:
@@ -231,6 +235,8 @@ def _check_covariance_pool(name: str, layer: nn.MaxPool2d, mode: str) -> None:
 def _covariance_step(name: str, layer: nn.Module, mean: Tensor, var: Tensor, cov: Tensor | None, rules: Rules,
                      mode: str) -> tuple[Tensor, Tensor]:
     """One layer of N(mean, cov) (cov None: independent units with variances var): the output's mean and cov."""
+    if isinstance(layer, nn.Linear) and cov is None:  # W diag(var) W^T, directly: (B, out, out)
+        return layer(mean), torch.matmul(layer.weight * var.unsqueeze(-2), layer.weight.T)
     if isinstance(layer, MIXING_TYPES):
         fn = _linear_map(layer)
         out_cov = map_variance(fn, var) if cov is None else map_covariance(fn, cov, tuple(mean.shape[1:]))
@@ -322,22 +328,31 @@ _COVARIANCE_TEMPORARIES = 8
 
 
 def covariance_width(layers: list[tuple[str, nn.Module]], x: Tensor, noise_at: str = "preact") -> tuple[int, str]:
-    """The largest number of units D whose (D, D) covariance covariance="full" keeps per example, and the layer where
-    it does: the outputs of every layer from the first one that correlates the units (a linear map after the noise
-    entry, or an overlapping max-pool) on. Shapes from one example, without gradients."""
+    """The largest number of units D whose (D, D) covariance (or a matrix as large) covariance="full" keeps per
+    example, and the layer where it does: the outputs of every layer from the first one that correlates the units (a
+    linear map after the noise entry, or an overlapping max-pool) on, that layer's input where it is a convolution or
+    an average pool (its matrix is read off an identity that size), and the first level of each max-pool's tree.
+    Shapes from one example of x's, without gradients."""
     start = 0 if noise_at == "input" else noise_entry(layers) + 1
     width, where, correlated = 0, "", False
     with torch.no_grad():
-        h = x[:1]
+        h = torch.zeros((1, *x.shape[1:]), dtype=x.dtype, device=x.device)
         for index, (name, layer) in enumerate(layers):
             before = h
             h = layer(h)
+            sizes = []
             if index >= start and not correlated and _correlates(layer):
                 correlated = True
-                if isinstance(layer, nn.MaxPool2d):  # the pool's input is made a full covariance first
-                    width, where = before[0].numel(), name
-            if correlated and h[0].numel() > width:
-                width, where = h[0].numel(), name
+                if not isinstance(layer, nn.Linear):  # a pool's input made a full covariance; a map's identity
+                    sizes.append(before[0].numel())
+            if correlated:
+                sizes.append(h[0].numel())
+                if isinstance(layer, nn.MaxPool2d):  # the tree's first level: ceil(K / 2) nodes per window
+                    kernel = _pair(layer.kernel_size)
+                    sizes.append(h[0].numel() * -(-(kernel[0] * kernel[1]) // 2))
+            for size in sizes:
+                if size > width:
+                    width, where = size, name
     return width, where
 
 
@@ -369,7 +384,8 @@ def propagate(
             are taken as independent), "full" (every pair of units' covariance is carried from the first layer that
             correlates them on, noiselab.covariance; much closer to sampling, docs/propagation.md, and far dearer:
             a (D, D) matrix per example at each layer) or "full-linear" (the same, the ReLU's cross-covariances to
-            first order in the correlation). The batch is taken in chunks so the covariances fit in memory.
+            first order in the correlation). Without gradients the batch is taken in chunks so the covariances fit in
+            memory; with them every chunk's graph is kept (noiselab.train checks a batch's memory before training).
 
     Returns:
         Gaussian(mean, var) of the output, each (B, classes); with covariance="full"/"full-linear" a
@@ -395,14 +411,17 @@ def propagate(
                          "use covariance='diagonal' for this model" +
                          (", or noise_at='preact'" if noise_at == "input" else ""))
     chunk = max(1, COVARIANCE_CHUNK_BYTES // max(per_example * _COVARIANCE_TEMPORARIES, 1))
+    count = x.shape[0]
+    if count == 0:  # an empty batch: one example's shapes, none of its values
+        x = torch.zeros((1, *x.shape[1:]), dtype=x.dtype, device=x.device)
     parts = [propagate_unchecked(layers, x[start : start + chunk], sigma, rules, return_layers, noise_at,
                                  covariance=covariance) for start in range(0, x.shape[0], chunk)]
-    output = CorrelatedGaussian(*(torch.cat([part[0][i] for part in parts]) for i in range(2)),
-                                torch.cat([part[0].cov for part in parts]))
+    output = CorrelatedGaussian(*(torch.cat([part[0][i] for part in parts])[:count] for i in range(2)),
+                                torch.cat([part[0].cov for part in parts])[:count])
     if not return_layers:
         return output
-    record = [LayerMoments(first.name, first.kind, torch.cat([part[1][i].mean for part in parts]),
-                           torch.cat([part[1][i].var for part in parts]))
+    record = [LayerMoments(first.name, first.kind, torch.cat([part[1][i].mean for part in parts])[:count],
+                           torch.cat([part[1][i].var for part in parts])[:count])
               for i, first in enumerate(parts[0][1])]
     return output, record
 

@@ -278,3 +278,26 @@ def test_the_covariance_bench_writes_errors_per_design_and_layer_and_the_costs(t
     costs = {row["design"]: row for row in written["cost"]}
     assert costs["full-linear/clark-prerelu"]["forward_ratio"] > 1 and costs["diagonal/clark-prerelu"][
         "forward_backward_ratio"] == 1
+
+
+def test_the_memory_check_counts_a_convolutions_input_and_a_pools_tree_and_an_empty_batch_works():
+    from noiselab.propagate import covariance_width
+
+    # conv -> conv -> overlapping 3x3 pool at stride 1 on 12 x 12: the tree's first level holds 4 * 10 * 10 * 5 nodes
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.MaxPool2d(3, stride=1),
+                          nn.Flatten(), nn.Linear(400, 3))
+    assert covariance_width(sequential_layers(model), torch.rand(2, 1, 12, 12)) == (2000, "2")
+    # a convolution's matrix is read off an identity of its input's size: counted where that is the larger
+    wide_in = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 1, 3, padding=1), nn.Flatten())
+    assert covariance_width(sequential_layers(wide_in), torch.rand(1, 1, 6, 6)) == (288, "1")
+    out = noiselab.propagate(small_conv_net(), torch.rand(0, 1, 8, 8, dtype=torch.float64), 0.5, relu="moment",
+                             pool="clark", covariance="full")
+    assert out.mean.shape == (0, 5) and out.cov.shape == (0, 5, 5)
+
+
+def test_replacing_a_field_keeps_the_covariance():
+    out = noiselab.propagate(small_conv_net(), torch.rand(2, 1, 8, 8, dtype=torch.float64), 0.5, relu="moment",
+                             pool="clark", covariance="full-linear")
+    replaced = out._replace(mean=out.mean * 2)
+    torch.testing.assert_close(replaced.cov, out.cov)
+    torch.testing.assert_close(replaced.mean, out.mean * 2)

@@ -243,6 +243,8 @@ def test_the_loss_with_a_diagonal_covariance_is_the_papers_and_a_full_one_enters
                                                        torch.tensor(0.5)), "cov must be symmetric"),
     ((torch.eye(5) + 2.0 * (torch.eye(5).roll(1, 0) + torch.eye(5).roll(-1, 0))).expand(4, 5, 5),
      "cov must be positive semi-definite"),
+    (torch.eye(5, dtype=torch.bool).expand(4, 5, 5), r"cov must have the outputs' dtype \(torch.float32\)"),
+    (torch.eye(5, dtype=torch.float64).expand(4, 5, 5), r"cov must have the outputs' dtype"),
 ])
 def test_a_covariance_that_does_not_fit_the_outputs_is_named(cov, message):
     from noiselab.loss import win_probabilities
