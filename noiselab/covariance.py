@@ -43,7 +43,17 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .moments import VAR_FLOOR, _check_rule, _pair, correlated_max2_terms, normal_cdf, relu_moments
+from .moments import (
+    POOL_RULES,
+    RELU_RULES,
+    VAR_FLOOR,
+    _check_rule,
+    _pair,
+    _std,
+    correlated_max2_terms,
+    normal_cdf,
+    relu_moments,
+)
 
 COVARIANCE_MODES = ("diagonal", "full", "full-linear")
 # Price's integral, int_0^1 (1 - u) phi2(a, b; rho u) du, by Gauss-Legendre on [0, 1]: 12 nodes keep the ReLU's
@@ -134,15 +144,13 @@ def relu_covariance(mean: Tensor, cov: Tensor, rule: str, mode: str) -> tuple[Te
     """ReLU of N(mean, cov), mean (B, D), cov (B, D, D): the output's mean (B, D) and covariance (B, D, D).
 
     Each unit's mean and variance by relu_moments(rule); the pairs' covariances by the mode (module docstring)."""
-    _check_rule(rule, ("paper", "moment"), "relu")
+    _check_rule(rule, RELU_RULES, "relu")
     var = diagonal(cov)
     out_mean, out_var = relu_moments(mean, var, rule)
-    std = var.clamp_min(VAR_FLOOR).sqrt()
-    if rule == "paper":
-        slope = (out_var > 0).to(mean.dtype)  # the paper keeps the variance (slope 1) or drops it (slope 0)
-        cross = cov * slope.unsqueeze(2) * slope.unsqueeze(1)
-    elif mode == "full-linear":
-        slope = normal_cdf(mean / std)
+    std = _std(var)
+    if rule == "paper" or mode == "full-linear":
+        # each side's slope: the paper keeps the variance (1) or drops it (0); the moment rule's expected slope
+        slope = (out_var > 0).to(mean.dtype) if rule == "paper" else normal_cdf(mean / std)
         cross = cov * slope.unsqueeze(2) * slope.unsqueeze(1)
     else:
         a = mean / std
@@ -175,7 +183,7 @@ def maxpool_covariance(mean: Tensor, cov: Tensor, rule: str, kernel_size, stride
     """Max-pool of N(mean, cov), mean (B, C, H, W), cov (B, CHW, CHW), windows without padding or dilation: the
     output's mean (B, C, Ho, Wo) and covariance (B, D_out, D_out), as a tree of pairwise maxima over each window;
     mode "full" or "full-linear" (the module docstring)."""
-    _check_rule(rule, ("paper", "clark", "clark-prerelu"), "pool")
+    _check_rule(rule, POOL_RULES, "pool")
     kernel = _pair(kernel_size)
     stride = kernel if stride is None else _pair(stride)
     batch, channels, height, width = mean.shape
