@@ -35,9 +35,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check noiselab tests bench
 
 # The suite on TEST_WORKERS pytest-xdist workers (one torch thread each; tests/conftest.py says how they share the
-# machine); TEST_WORKERS=0 runs it in one process.
+# machine, and in which order the files go out: --no-loadscope-reorder keeps that order); TEST_WORKERS=0 runs it in
+# one process.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP) browser lint
 	$(PYTEST)

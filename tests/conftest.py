@@ -5,8 +5,10 @@ worker, and every process it starts (the CLI in a subprocess, kernels, Ray), com
 workers keep two cores busy without oversubscribing them. A module fixture (a Voila server, Ray's reference sweep)
 is built once, and two Ray tests never start a local Ray each at the same time. (`--dist loadgroup` with
 `xdist_group` marks did this before pytest 9.2, on which pytest-xdist 3.8 stops grouping without a word:
-pytest-xdist issue 1386; both workers built the Voila server and the Ray reference sweep.) The files with the most
-slow tests are handed out first, so that no long file starts when the other worker has nothing left to do.
+pytest-xdist issue 1386; both workers built the Voila server and the Ray reference sweep.) The longest files are
+handed out first, so that no long file starts when the other worker has nothing left to do. The hook below orders
+them; `--no-loadscope-reorder` (pytest-xdist 3.8) keeps that order, which xdist would otherwise replace by the files'
+numbers of tests (a file of many quick tests first, the longest files anywhere).
 """
 
 import os
@@ -62,10 +64,10 @@ def vanilla_demo_model():
     return train(TrainConfig(model="demo-cnn", method="vanilla", epochs=2, train_limit=5000, device="cpu")).model
 
 
-# the files that took longest on one worker (pytest --durations=0, 2 workers, 2-core machine, clean clone,
-# 2026-12-07: 157, 142, 135, 86, 85, 69, 61, 45, 43 and 42 s), longest first
-LONGEST = ["test_kernel_bound.py", "test_ray_sweep.py", "test_ablations.py", "test_experiments.py", "test_browser.py",
-           "test_train.py", "test_suites.py", "test_notebooks.py", "test_attacks.py", "test_covariance.py"]
+# the files that took longest on one worker (pytest --durations=0, 2 workers, the 2-core machine, 2026-12-07 at
+# 02:35: 148, 141, 122, 88, 87, 83, 58, 48, 45 and 37 s), longest first
+LONGEST = ["test_ablations.py", "test_ray_sweep.py", "test_kernel_bound.py", "test_train.py", "test_experiments.py",
+           "test_browser.py", "test_suites.py", "test_attacks.py", "test_notebooks.py", "test_covariance.py"]
 
 
 def pytest_collection_modifyitems(config, items):
