@@ -1,13 +1,8 @@
 """The real `noiselab` command, in a subprocess."""
 
-import subprocess
-import sys
 
 import pytest
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "noiselab.cli", *args], capture_output=True, text=True, timeout=300)
+from cli_support import run_cli, run_cli_each
 
 
 def test_demo_prints_rules_layers_and_timing():
@@ -25,9 +20,8 @@ def test_demo_prints_rules_layers_and_timing():
 
 @pytest.mark.slow
 def test_bad_arguments_get_a_usage_error_not_a_traceback():
-    for args in (["demo", "--sigma", "-1"], ["demo", "--sigma", "nan"], ["demo", "--samples", "0"],
-                 ["demo", "--model", "resnet"]):
-        result = run_cli(*args)
-        assert result.returncode == 2, args
+    for result in run_cli_each([["demo", "--sigma", "-1"], ["demo", "--sigma", "nan"], ["demo", "--samples", "0"],
+                                ["demo", "--model", "resnet"]]):
+        assert result.returncode == 2, result.args
         assert "Traceback" not in result.stderr
         assert "error:" in result.stderr

@@ -2,12 +2,11 @@
 noise-trained model, targeted APGD, the weak-attack check, and bad input for the new options."""
 
 import os
-import subprocess
-import sys
 import warnings
 
 import pytest
 import torch
+from cli_support import run_cli
 
 from noiselab import data as data_module
 from noiselab.attacks import ATTACKS, SUITES, stage_name, suite
@@ -135,10 +134,6 @@ def test_the_weak_attack_check_passes_when_nothing_survives(noise_model, embedde
     flags = {flag.name: flag for flag in masking_checks(noise_model, x, y, table, subset=30)}
     assert table.attrs["robust"][0.5] == [False] * 30
     assert not flags["weaker_than_stronger_suite"].flagged
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "noiselab.cli", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from cli_support import run_cli_each
 
 from noiselab.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from noiselab.train import METHODS, TrainConfig, train
@@ -179,17 +180,17 @@ def test_unwritable_output_folder_fails_before_training(tmp_path):
 def test_cli_reports_bad_input_in_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    for args in (["train", "--out", str(blocker / "a.pt"), "--train-limit", "10"],
-                 ["train", "--out", "x.pt", "--eps", "2"],
-                 ["train", "--out", "x.pt", "--dataset", "svhn"],
-                 ["train", "--out", "x.pt", "--method", "vanilla", "--loss", "mse"],
-                 ["train", "--out", "x.pt", "--method", "pgd_at", "--noise-at", "input"],
-                 ["train", "--out", "x.pt", "--method", "noise", "--sigma-mode", "per-pixel"],
-                 ["attack", str(blocker)]):
-        result = subprocess.run([sys.executable, "-m", "noiselab.cli", *args], capture_output=True, text=True,
-                                timeout=120, cwd=tmp_path)
-        assert result.returncode == 2, (args, result.stderr)
+    runs = run_cli_each([["train", "--out", blocker / "a.pt", "--train-limit", "10"],
+                         ["train", "--out", "x.pt", "--eps", "2"],
+                         ["train", "--out", "x.pt", "--dataset", "svhn"],
+                         ["train", "--out", "x.pt", "--method", "vanilla", "--loss", "mse"],
+                         ["train", "--out", "x.pt", "--method", "pgd_at", "--noise-at", "input"],
+                         ["train", "--out", "x.pt", "--method", "noise", "--sigma-mode", "per-pixel"],
+                         ["attack", blocker]], cwd=tmp_path)
+    for result in runs:
+        assert result.returncode == 2, (result.args, result.stderr)
         assert "Traceback" not in result.stderr and "error" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]  # nothing written
 
 
 def test_fewer_progress_reports_train_the_same_weights_and_cover_every_batch_once():
