@@ -13,7 +13,10 @@ JupyterChart made here remembers the values Python set last and sends them back 
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
+from pathlib import Path
 
 import altair as alt
 
@@ -22,12 +25,61 @@ _offline = False
 
 
 def enable_offline() -> None:
-    """alt.JupyterChart.enable_offline(), once per process (it bundles Vega's JavaScript: about a second)."""
+    """alt.JupyterChart.enable_offline(), once per process. Bundling Vega's JavaScript takes vl-convert about 1.3 s
+    of CPU (half of the lab's first panel in a new kernel, on the 2-core machine), so the bundle is kept in the
+    user's cache folder (bundle_cache_path) and read from there by the next kernel."""
     global _offline
     with _offline_lock:
-        if not _offline:
+        if _offline:
+            return
+        path = bundle_cache_path()
+        cached = _read(path) if path is not None else None
+        if cached is not None and hasattr(alt.JupyterChart, "_is_offline"):
+            alt.JupyterChart._esm = cached  # what enable_offline() sets, bundled by an earlier process
+            alt.JupyterChart._is_offline = True
+        else:
             alt.JupyterChart.enable_offline()
-            _offline = True
+            if path is not None and isinstance(getattr(alt.JupyterChart, "_esm", None), str):
+                _write(path, alt.JupyterChart._esm)
+        _offline = True
+
+
+def bundle_cache_path() -> Path | None:
+    """Where the offline bundle is kept: $XDG_CACHE_HOME/noiselab (~/.cache/noiselab), under a name that changes
+    with JupyterChart's JavaScript, altair's and vl-convert's versions and the Vega-Lite version bundled (any of
+    them new: bundled anew). None where that cannot be told."""
+    try:
+        import vl_convert
+        from altair.jupyter.jupyter_chart import load_js_src
+        from altair.utils._importers import vl_version_for_vl_convert
+
+        key = "\n".join([alt.__version__, vl_convert.__version__, vl_version_for_vl_convert(), load_js_src()])
+    except Exception:  # another altair's layout: bundle every time, as altair does
+        return None
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "noiselab"
+    return root / f"vega-bundle-{hashlib.sha256(key.encode()).hexdigest()[:20]}.js"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # none yet, or unreadable: bundle it
+        return None
+    return text or None
+
+
+def _write(path: Path, text: str) -> None:
+    """Written whole or not at all (kernels starting at once each write their own file, then rename it)."""
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError:  # a read-only home, a file where the folder would be: the next process bundles again
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 class LiveJupyterChart(alt.JupyterChart):
