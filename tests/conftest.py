@@ -5,10 +5,10 @@ worker, and every process it starts (the CLI in a subprocess, kernels, Ray), com
 workers keep two cores busy without oversubscribing them. A module fixture (a Voila server, Ray's reference sweep)
 is built once, and two Ray tests never start a local Ray each at the same time. (`--dist loadgroup` with
 `xdist_group` marks did this before pytest 9.2, on which pytest-xdist 3.8 stops grouping without a word:
-pytest-xdist issue 1386; both workers built the Voila server and the Ray reference sweep.) The longest files are
-handed out first, so that no long file starts when the other worker has nothing left to do. The hook below orders
-them; `--no-loadscope-reorder` (pytest-xdist 3.8) keeps that order, which xdist would otherwise replace by the files'
-numbers of tests (a file of many quick tests first, the longest files anywhere).
+pytest-xdist issue 1386; both workers built the Voila server and the Ray reference sweep.) The long files are
+handed out first, in a chosen order (LONGEST below), so that no long file starts when the other worker has nothing
+left to do. The hook below orders them; `--no-loadscope-reorder` (pytest-xdist 3.8) keeps that order, which xdist
+would otherwise replace by the files' numbers of tests (a file of many quick tests first, the longest anywhere).
 """
 
 import os
@@ -64,10 +64,15 @@ def vanilla_demo_model():
     return train(TrainConfig(model="demo-cnn", method="vanilla", epochs=2, train_limit=5000, device="cpu")).model
 
 
-# the files that took longest on one worker (pytest --durations=0, 2 workers, the 2-core machine, 2026-12-07 at
-# 02:35: 148, 141, 122, 88, 87, 83, 58, 48, 45 and 37 s), longest first
-LONGEST = ["test_ablations.py", "test_ray_sweep.py", "test_kernel_bound.py", "test_train.py", "test_experiments.py",
-           "test_browser.py", "test_suites.py", "test_attacks.py", "test_notebooks.py", "test_covariance.py"]
+# the files that took longest on one worker (pytest --durations=0, 2 workers, the 2-core machine, 2026-12-07:
+# Ray 141-178 s, ablations 148-176, kernel bound 122-152, experiments 87-106, browser 83-111, train 88-90, suites
+# 58-69, attacks 46-48, notebooks 45-51, covariance 32-37), in the order they are handed out. The Ray sweeps, the
+# bounded servers' kernels and the browser each keep more than one core busy: each is placed to run beside files
+# that keep one busy (Ray beside train and suites, the kernel bound beside the ablations' runs, the browser beside
+# the reproductions), not beside another of them (in a run that paired them, each took 20-34% longer than in the
+# run before it).
+LONGEST = ["test_ray_sweep.py", "test_train.py", "test_suites.py", "test_ablations.py", "test_kernel_bound.py",
+           "test_experiments.py", "test_browser.py", "test_attacks.py", "test_notebooks.py", "test_covariance.py"]
 
 
 def pytest_collection_modifyitems(config, items):
