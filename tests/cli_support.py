@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 DRIVER = r"""
 import contextlib, io, json, runpy, sys, traceback
+exec(sys.argv[1])  # the prelude
 runs = []
 for args in json.loads(sys.stdin.read()):
     out, err = io.StringIO(), io.StringIO()
@@ -53,10 +54,11 @@ class Run:
     stderr: str
 
 
-def run_cli_each(arg_lists: list, cwd=None, timeout: float = 300) -> list[Run]:
-    """`noiselab ARGS` for each ARGS of arg_lists, in that order, in one new interpreter."""
+def run_cli_each(arg_lists: list, cwd=None, timeout: float = 300, prelude: str = "") -> list[Run]:
+    """`noiselab ARGS` for each ARGS of arg_lists, in that order, in one new interpreter; `prelude`, Python run
+    there first (to hide an installed package, say)."""
     arg_lists = [[str(arg) for arg in args] for args in arg_lists]
-    result = subprocess.run([sys.executable, "-c", DRIVER], input=json.dumps(arg_lists), capture_output=True,
-                            text=True, timeout=timeout, cwd=cwd)
+    result = subprocess.run([sys.executable, "-c", DRIVER, prelude], input=json.dumps(arg_lists),
+                            capture_output=True, text=True, timeout=timeout, cwd=cwd)
     assert result.returncode == 0, result.stderr  # the driver itself ended normally
     return [Run(args, *run) for args, run in zip(arg_lists, json.loads(result.stdout.splitlines()[-1]))]

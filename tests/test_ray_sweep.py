@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from cli_support import run_cli_each
 
 from noiselab.experiments.ray_backend import RayOptions, cell_resources, cells_at_once
 
@@ -159,19 +160,15 @@ def test_ctrl_c_stops_a_ray_sweep_which_then_resumes_to_the_same_numbers(referen
 
 @pytest.mark.slow
 def test_ray_backend_without_ray_names_the_install_command_and_local_sweeps_never_need_it(tmp_path):
-    blocked = ("import sys; sys.modules['ray'] = None; "  # as if Ray were not installed: `import ray` fails
-               "from noiselab.cli import main; raise SystemExit(main(sys.argv[1:]))")
     tiny = ["sweep", "--model", "demo-cnn", "--methods", "vanilla", "--train-limit", "200", "--batch-size", "50",
             "--epochs", "1", "--eval-eps", "0", "--attacks", "fgsm", "--limit", "20", "--device", "cpu"]
-    result = subprocess.run([sys.executable, "-c", blocked, *tiny, "--out", str(tmp_path / "ray"), "--backend", "ray"],
-                            capture_output=True, text=True, timeout=120)
+    result, local = run_cli_each([[*tiny, "--out", tmp_path / "ray", "--backend", "ray"],
+                                  [*tiny, "--out", tmp_path / "local"]],
+                                 prelude="import sys; sys.modules['ray'] = None", timeout=120)  # `import ray` fails
     assert result.returncode == 2, result.stderr
     assert 'pip install "noiselab[ray]"' in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "ray" / "results.json").exists() and not (tmp_path / "ray" / "status.json").exists()
-
-    result = subprocess.run([sys.executable, "-c", blocked, *tiny, "--out", str(tmp_path / "local")],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and "1 of 1 cells done" in result.stderr, result.stderr
+    assert local.returncode == 0 and "1 of 1 cells done" in local.stderr, local.stderr
 
 
 def test_the_driver_submits_only_the_cells_the_cluster_holds_at_once():
@@ -223,11 +220,12 @@ def test_a_cluster_address_nobody_answers_at_is_named_at_once_and_nothing_is_wri
         port = probe.getsockname()[1]
     tiny = ["sweep", "--model", "demo-cnn", "--methods", "vanilla", "--train-limit", "200", "--batch-size", "50",
             "--epochs", "1", "--eval-eps", "0", "--attacks", "fgsm", "--limit", "20", "--device", "cpu"]
-    for address, message in ((f"127.0.0.1:{port}", f"nothing answers at 127.0.0.1:{port}"),
-                             ("nowhere", "is not auto, HOST:PORT or ray://HOST:PORT")):
+    addresses = {f"127.0.0.1:{port}": f"nothing answers at 127.0.0.1:{port}",
+                 "nowhere": "is not auto, HOST:PORT or ray://HOST:PORT"}
+    runs = run_cli_each([[*tiny, "--out", tmp_path / address.replace(":", "_"), "--backend", "ray", "--address",
+                          address] for address in addresses], timeout=60)
+    for (address, message), result in zip(addresses.items(), runs):
         out = tmp_path / address.replace(":", "_")
-        result = subprocess.run([sys.executable, "-m", "noiselab.cli", *tiny, "--out", str(out), "--backend", "ray",
-                                 "--address", address], capture_output=True, text=True, timeout=60)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert not out.exists()
