@@ -34,37 +34,39 @@ def test_the_stand_in_steps_aside_where_it_cannot_help():
     assert result.stdout.split() in (["False", "module"], ["False", "NoneType"])  # jsonschema was first: left alone
 
 
-BUNDLE = """
-import hashlib, sys
-import altair as alt, vl_convert
-from noiselab.widgets import _charts
-if sys.argv[1] == "cached":  # this process may only read the bundle an earlier one made
-    def bundle_again(*args, **kwargs):
-        raise AssertionError("bundled again")
-    vl_convert.javascript_bundle = bundle_again
-_charts.enable_offline()
-print(alt.JupyterChart._is_offline, hashlib.sha256(alt.JupyterChart._esm.encode()).hexdigest())
-"""
-
 
 def test_the_offline_vega_bundle_is_made_once_and_read_by_the_next_kernel(tmp_path, monkeypatch):
     """enable_offline's bundle (about 1.3 s of a new kernel's first panel) goes to the cache folder; the next
-    process reads the very same JavaScript from there. A cache that cannot be read or written is bundled around."""
-    env = {**__import__("os").environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    made, read = (subprocess.run([sys.executable, "-c", BUNDLE, which], capture_output=True, text=True, timeout=120,
-                                 env=env) for which in ("bundle", "cached"))
-    assert made.returncode == 0 and read.returncode == 0, made.stderr + read.stderr
-    assert made.stdout.split()[0] == "True" and read.stdout == made.stdout  # offline, and the same bundle
-    files = sorted(path.name for path in (tmp_path / "cache" / "noiselab").iterdir())
-    assert len(files) == 1 and files[0].startswith("vega-bundle-") and files[0].endswith(".js")  # no temporary left
+    process (here: this one, its flags reset) reads the very same JavaScript from there without bundling. A cache
+    that cannot be read or written is bundled around."""
+    import altair as alt
+    import vl_convert
 
     from noiselab.widgets import _charts
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    path = _charts.bundle_cache_path()
-    assert path.name == files[0]
+    monkeypatch.setattr(alt.JupyterChart, "_esm", alt.JupyterChart._esm)  # all three put back after the test
+    monkeypatch.setattr(alt.JupyterChart, "_is_offline", False)
+    monkeypatch.setattr(_charts, "_offline", False)
+    _charts.enable_offline()  # bundled by vl-convert, as in a first kernel
+    bundle = alt.JupyterChart._esm
+    assert alt.JupyterChart._is_offline and "vega" in bundle and len(bundle) > 100_000
+    files = sorted((tmp_path / "cache" / "noiselab").iterdir())
+    assert [path.name for path in files] == [_charts.bundle_cache_path().name]  # no temporary left
+    assert files[0].name.startswith("vega-bundle-") and files[0].read_text(encoding="utf-8") == bundle
+
+    def bundle_again(*args, **kwargs):
+        raise AssertionError("bundled again")
+
+    monkeypatch.setattr(vl_convert, "javascript_bundle", bundle_again)  # the next kernel may only read it
+    monkeypatch.setattr(alt.JupyterChart, "_esm", "online")
+    monkeypatch.setattr(alt.JupyterChart, "_is_offline", False)
+    monkeypatch.setattr(_charts, "_offline", False)
+    _charts.enable_offline()
+    assert alt.JupyterChart._is_offline and alt.JupyterChart._esm == bundle
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "other"))
-    assert _charts.bundle_cache_path() == tmp_path / "other" / "noiselab" / files[0]
+    assert _charts.bundle_cache_path() == tmp_path / "other" / "noiselab" / files[0].name
     blocker = tmp_path / "file"
     blocker.write_text("")
     _charts._write(blocker / "noiselab" / "bundle.js", "x")  # a folder that cannot be made: no error, nothing kept
