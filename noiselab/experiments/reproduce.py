@@ -174,11 +174,12 @@ SIGMA_GRADIENT_GRID = [0.1, 0.25, 0.4, 0.55, 0.7, 0.79, 0.9, 1.1, 1.3, 1.5, 1.7,
 
 
 def _table1_sigma_gradients(base: TrainConfig, cells: list[dict], out: Path, names: dict) -> pd.DataFrame:
-    """For each trained cell's final weights: d(stochastic loss)/dσ over a σ grid on 1,000 training images, beside
-    2ασ (where the Bimodel's σ settles): where σ would stop for these weights."""
+    """For each trained cell's final weights: d(stochastic loss)/dσ over a σ grid on the first 1,000 training images
+    (those the cells trained on, where a run had fewer), beside 2ασ (where the Bimodel's σ settles): where σ would
+    stop for these weights."""
     device = resolve_device(base.device)
     data = data_module.load(base.dataset, root=base.data_root, device=device)
-    x, y = data.tensors("train", limit=1000)
+    x, y = data.tensors("train", limit=min(1000, base.train_limit or 1000))
     rows = []
     for overrides in cells:
         path = checkpoint_path(out, cell_key(overrides))
