@@ -389,3 +389,34 @@ def test_noise_training_with_the_logits_covariance_descends_its_loss_and_records
                    for a, b in zip(trained.model.parameters(), diagonal.model.parameters())]
     assert max(differences) > 1e-4
     assert main(["train", "--method", "vanilla", "--covariance", "full", "--out", str(tmp_path / "v.pt")]) == 2
+
+
+
+def test_vanilla_training_on_the_cpu_runs_channels_last_and_hands_back_the_usual_layout(mnist_test):
+    """The layout is a speed choice only (docs/performance.md, section 7): one step's loss and gradients equal the
+    usual layout's to float rounding (Adam's later steps amplify such rounding, as another thread count's does), and
+    the trained model comes back contiguous, its history as usual."""
+    import copy
+
+    import torch.nn.functional as F
+
+    import noiselab.train as train_module
+    from noiselab.models import build
+
+    assert train_module.CHANNELS_LAST_METHODS == ("vanilla",)
+    torch.manual_seed(0)
+    usual = build("lenet5")
+    fast = copy.deepcopy(usual).to(memory_format=torch.channels_last)
+    x, y = mnist_test[0][:64], mnist_test[1][:64]
+    losses = []
+    for model, images in ((usual, x), (fast, x.contiguous(memory_format=torch.channels_last))):
+        loss = F.cross_entropy(model(images), y)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    for (name, a), b in zip(usual.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-7, msg=name)
+    result = train(TrainConfig(model="lenet5", method="vanilla", train_limit=256, batch_size=64, epochs=1,
+                               device="cpu"))
+    assert all(t.is_contiguous() for t in result.model.state_dict().values())
+    assert result.steps == 4 and 0 <= result.history[0]["test_accuracy"] <= 1
