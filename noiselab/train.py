@@ -547,6 +547,7 @@ def train(
                 # the CPU's thread count sets the order of float sums: the same seed on another count is another
                 # trajectory (measured: 50 steps of noise training, 1 and 2 threads, end at different weights)
                 "threads": torch.get_num_threads(),
+                "channels_last": channels_last,  # the activations' layout: another order of float sums too
                 **first_layer_scale(layers, probe),
             })
             model.train()

@@ -419,4 +419,6 @@ def test_vanilla_training_on_the_cpu_runs_channels_last_and_hands_back_the_usual
     result = train(TrainConfig(model="lenet5", method="vanilla", train_limit=256, batch_size=64, epochs=1,
                                device="cpu"))
     assert all(t.is_contiguous() for t in result.model.state_dict().values())
-    assert result.steps == 4 and 0 <= result.history[0]["test_accuracy"] <= 1
+    assert result.steps == 4 and 0 <= result.history[0]["test_accuracy"] <= 1 and result.history[0]["channels_last"]
+    noise = train(TrainConfig(model="lenet5", method="noise", train_limit=64, batch_size=64, epochs=1, device="cpu"))
+    assert noise.history[0]["channels_last"] is False
