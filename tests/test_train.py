@@ -392,7 +392,7 @@ def test_noise_training_with_the_logits_covariance_descends_its_loss_and_records
 
 
 
-def test_vanilla_training_on_the_cpu_runs_channels_last_and_hands_back_the_usual_layout(mnist_test):
+def test_training_on_the_cpu_runs_channels_last_and_hands_back_the_usual_layout(mnist_test):
     """The layout is a speed choice only (docs/performance.md, section 7): one step's loss and gradients equal the
     usual layout's to float rounding (Adam's later steps amplify such rounding, as another thread count's does), and
     the trained model comes back contiguous, its history as usual."""
@@ -403,7 +403,11 @@ def test_vanilla_training_on_the_cpu_runs_channels_last_and_hands_back_the_usual
     import noiselab.train as train_module
     from noiselab.models import build
 
-    assert train_module.CHANNELS_LAST_METHODS == ("vanilla",)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert all(train_module.trains_channels_last(TrainConfig(method=method), cpu) for method in METHODS)
+    assert not any(train_module.trains_channels_last(TrainConfig(method=method), cuda) for method in METHODS)
+    for other in ({"relu": "moment"}, {"pool": "clark"}, {"noise_at": "input"}, {"covariance": "full-linear"}):
+        assert not train_module.trains_channels_last(TrainConfig(method="noise", **other), cpu), other
     torch.manual_seed(0)
     usual = build("lenet5")
     fast = copy.deepcopy(usual).to(memory_format=torch.channels_last)
@@ -420,5 +424,8 @@ def test_vanilla_training_on_the_cpu_runs_channels_last_and_hands_back_the_usual
                                device="cpu"))
     assert all(t.is_contiguous() for t in result.model.state_dict().values())
     assert result.steps == 4 and 0 <= result.history[0]["test_accuracy"] <= 1 and result.history[0]["channels_last"]
-    noise = train(TrainConfig(model="lenet5", method="noise", train_limit=64, batch_size=64, epochs=1, device="cpu"))
-    assert noise.history[0]["channels_last"] is False
+    for relu, pool, expected in (("paper", "paper", True), ("moment", "clark", False)):
+        noise = train(TrainConfig(model="lenet5", method="noise", relu=relu, pool=pool, train_limit=64, batch_size=64,
+                                  epochs=1, device="cpu"))
+        assert noise.history[0]["channels_last"] is expected
+        assert all(t.is_contiguous() for t in noise.model.state_dict().values())
