@@ -131,6 +131,8 @@ def trains_channels_last(config: TrainConfig, device: torch.device) -> bool:
         return False
     return config.method != "noise" or (config.relu, config.pool, config.covariance, config.noise_at) == \
         ("paper", "paper", "diagonal", "preact")
+
+
 PROBE_EXAMPLES = 512  # training images the history's pre-activation std is measured on, the same every epoch
 
 

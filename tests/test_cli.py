@@ -1,6 +1,5 @@
 """The real `noiselab` command, in a subprocess."""
 
-
 import pytest
 from cli_support import run_cli, run_cli_each
 

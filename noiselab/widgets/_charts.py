@@ -54,9 +54,9 @@ def bundle_cache_path() -> Path | None:
         from altair.utils._importers import vl_version_for_vl_convert
 
         key = "\n".join([alt.__version__, vl_convert.__version__, vl_version_for_vl_convert(), load_js_src()])
-    except Exception:  # another altair's layout: bundle every time, as altair does
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "noiselab"
+    except Exception:  # another altair's layout, or no home folder: bundle every time, as altair does
         return None
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "noiselab"
     return root / f"vega-bundle-{hashlib.sha256(key.encode()).hexdigest()[:20]}.js"
 
 
