@@ -212,7 +212,7 @@ def burst(loads: int = 100, within: float = 5.0, max_visitors: int = 30, finish:
     return {
         "config": {"loads": loads, "within_s": within, "max_visitors": max_visitors, "finish": finish, "seed": seed,
                    "memory_slack_mb": MEMORY_SLACK_MB, "voila_settings": "apps/voila.json",
-                   "abandoned_after_s": abandoned_after or "apps/voila.json's"},
+                   "abandoned_after_s": "apps/voila.json's" if abandoned_after is None else abandoned_after},
         "first_visitor_alone": first,
         "first_visitor_load_s": round(first_s, 1),
         "sent_s": round(sent_s, 2),

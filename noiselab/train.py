@@ -117,17 +117,13 @@ def changed_settings(stored: dict, now: dict) -> list[str]:
     return sorted(k for k in now if stored.get(k) != now[k] and k not in PLACE_KEYS)
 
 
-# the methods trained on channels-last activations on a CPU (train(), trains_channels_last): their LeNet5 step took
-# 0.71x (vanilla), 0.82x (PGD-10 AT), 0.85x (FGSM-RS), 0.88x (noise, paper rules) and 0.94x (sampled) of the usual
-# layout's (bench/train_cost.py, 2026-12-07); the moment and Clark rules' step took 1.23x, so "noise" runs so only
-# under the paper's rules (docs/performance.md, sections 6 and 7)
-CHANNELS_LAST_METHODS = ("vanilla", "sampled", "fgsm_rs", "pgd_at", "noise")
-
-
 def trains_channels_last(config: TrainConfig, device: torch.device) -> bool:
     """Whether train() runs this configuration on channels-last activations (a speed choice: the same values to float
-    rounding, another order of sums like another thread count's; each epoch's record says which)."""
-    if device.type != "cpu" or config.method not in CHANNELS_LAST_METHODS:
+    rounding, another order of sums like another thread count's; each epoch's record says which): on a CPU, every
+    method, noise under the paper's rules only. The LeNet5 step took 0.71x (vanilla), 0.82x (PGD-10 AT), 0.85x
+    (FGSM-RS), 0.88x (noise, paper rules) and 0.94x (sampled) of the usual layout's, the moment and Clark rules' 1.23x
+    (bench/train_cost.py, 2026-12-07; docs/performance.md, sections 6 and 7)."""
+    if device.type != "cpu":
         return False
     return config.method != "noise" or (config.relu, config.pool, config.covariance, config.noise_at) == \
         ("paper", "paper", "diagonal", "preact")

@@ -34,7 +34,6 @@ def test_the_stand_in_steps_aside_where_it_cannot_help():
     assert result.stdout.split() in (["False", "module"], ["False", "NoneType"])  # jsonschema was first: left alone
 
 
-
 def test_the_offline_vega_bundle_is_made_once_and_read_by_the_next_kernel(tmp_path, monkeypatch):
     """enable_offline's bundle (about 1.3 s of a new kernel's first panel) goes to the cache folder; the next
     process (here: this one, its flags reset) reads the very same JavaScript from there without bundling. A cache

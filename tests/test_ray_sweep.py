@@ -24,6 +24,9 @@ GRID = ["--model", "demo-cnn", "--methods", "vanilla", "noise", "sampled", "--si
         "--batch-size", "32", "--epochs", "2", "--eval-eps", "0", "0.1", "--attacks", "fgsm", "pgd", "--steps", "5",
         "--limit", "100", "--device", "cpu"]
 RAY = ["--backend", "ray", "--ray-cpus", "2", "--report-interval", "0.2"]
+# one cell, trained in a second: for the tests that stop before a Ray starts, or run without it
+TINY = ["sweep", "--model", "demo-cnn", "--methods", "vanilla", "--train-limit", "200", "--batch-size", "50",
+        "--epochs", "1", "--eval-eps", "0", "--attacks", "fgsm", "--limit", "20", "--device", "cpu"]
 
 
 def command(out, *extra):
@@ -160,10 +163,8 @@ def test_ctrl_c_stops_a_ray_sweep_which_then_resumes_to_the_same_numbers(referen
 
 @pytest.mark.slow
 def test_ray_backend_without_ray_names_the_install_command_and_local_sweeps_never_need_it(tmp_path):
-    tiny = ["sweep", "--model", "demo-cnn", "--methods", "vanilla", "--train-limit", "200", "--batch-size", "50",
-            "--epochs", "1", "--eval-eps", "0", "--attacks", "fgsm", "--limit", "20", "--device", "cpu"]
-    result, local = run_cli_each([[*tiny, "--out", tmp_path / "ray", "--backend", "ray"],
-                                  [*tiny, "--out", tmp_path / "local"]],
+    result, local = run_cli_each([[*TINY, "--out", tmp_path / "ray", "--backend", "ray"],
+                                  [*TINY, "--out", tmp_path / "local"]],
                                  prelude="import sys; sys.modules['ray'] = None", timeout=120)  # `import ray` fails
     assert result.returncode == 2, result.stderr
     assert 'pip install "noiselab[ray]"' in result.stderr and "Traceback" not in result.stderr
@@ -218,14 +219,12 @@ def test_a_cluster_address_nobody_answers_at_is_named_at_once_and_nothing_is_wri
     with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    tiny = ["sweep", "--model", "demo-cnn", "--methods", "vanilla", "--train-limit", "200", "--batch-size", "50",
-            "--epochs", "1", "--eval-eps", "0", "--attacks", "fgsm", "--limit", "20", "--device", "cpu"]
     addresses = {f"127.0.0.1:{port}": f"nothing answers at 127.0.0.1:{port}",
                  "nowhere": "is not auto, HOST:PORT or ray://HOST:PORT"}
-    runs = run_cli_each([[*tiny, "--out", tmp_path / address.replace(":", "_"), "--backend", "ray", "--address",
-                          address] for address in addresses], timeout=60)
-    for (address, message), result in zip(addresses.items(), runs):
-        out = tmp_path / address.replace(":", "_")
+    outs = [tmp_path / address.replace(":", "_") for address in addresses]
+    runs = run_cli_each([[*TINY, "--out", out, "--backend", "ray", "--address", address]
+                         for address, out in zip(addresses, outs)], timeout=60)
+    for message, out, result in zip(addresses.values(), outs, runs):
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert not out.exists()
