@@ -16,6 +16,8 @@ down for a while does not favour one method.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import sys
 import time
@@ -34,11 +36,26 @@ METHODS = {
     "vanilla": {"method": "vanilla"},
     "noise (paper rules)": {"method": "noise", "relu": "paper", "pool": "paper"},
     "noise (moment/clark)": {"method": "noise", "relu": "moment", "pool": "clark"},
+    "noise (moment/clark, torch ops)": {"method": "noise", "relu": "moment", "pool": "clark", "native": False},
     "noise (moment/clark-prerelu)": {"method": "noise", "relu": "moment", "pool": "clark-prerelu"},
     "sampled": {"method": "sampled"},
     "fgsm_rs": {"method": "fgsm_rs"},
     "pgd_at (10 steps)": {"method": "pgd_at", "pgd_steps": 10},
 }
+
+
+@contextlib.contextmanager
+def fused_kernels(on: bool):
+    """noiselab.native's fused moment kernels on (where they are built) or off (NOISELAB_NATIVE=0: torch ops)."""
+    before = os.environ.get("NOISELAB_NATIVE")
+    os.environ["NOISELAB_NATIVE"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["NOISELAB_NATIVE"]
+        else:
+            os.environ["NOISELAB_NATIVE"] = before
 
 
 def seconds_per_step(config: TrainConfig, data, warmup: int, steps: int) -> float:
@@ -62,9 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--only", nargs="+", default=None, metavar="METHOD",
+                        help=f"time only these rows (vanilla is always timed, for the ratios); of {list(METHODS)}")
     parser.add_argument("--out", default=None, help="JSON file (default bench/results/train_cost-<device>.json)")
     args = parser.parse_args(argv)
 
+    methods = METHODS
+    if args.only:
+        unknown = sorted(set(args.only) - set(METHODS))
+        if unknown:
+            parser.error(f"unknown --only {unknown}; choose from {list(METHODS)}")
+        methods = {name: METHODS[name] for name in METHODS if name == "vanilla" or name in args.only}
     device = resolve_device(args.device)
     data = data_module.load(device=device)
     limit = args.batch_size * (args.warmup + args.steps + 1)  # one epoch holds every timed step
@@ -73,11 +98,14 @@ def main(argv: list[str] | None = None) -> int:
                      f"{data.train_images.shape[0]}")
     base = TrainConfig(model=args.model, batch_size=args.batch_size, epochs=1, train_limit=limit, sigma=0.5,
                        eps=0.3, device=str(device))
-    times: dict[str, list[float]] = {name: [] for name in METHODS}
+    times: dict[str, list[float]] = {name: [] for name in methods}
     for round_ in range(args.rounds):
-        for name, overrides in METHODS.items():
+        for name, overrides in methods.items():
+            overrides = dict(overrides)
+            native = overrides.pop("native", True)
             config = TrainConfig(**{**base.__dict__, **overrides})
-            times[name].append(seconds_per_step(config, data, args.warmup, args.steps))
+            with fused_kernels(native):
+                times[name].append(seconds_per_step(config, data, args.warmup, args.steps))
             print(f"round {round_ + 1}/{args.rounds} {name:28s} {1000 * times[name][-1]:8.2f} ms/step",
                   file=sys.stderr, flush=True)
 
@@ -85,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"\n{args.model}, batch {args.batch_size}, {args.steps} steps x {args.rounds} rounds on {device}")
     print(f"{'method':30s} {'ms/step':>9s} {'epoch of 60k (s)':>17s} {'x vanilla':>10s}")
-    for name in METHODS:
+    for name in methods:
         median = statistics.median(times[name])
         epoch = median * 60000 / args.batch_size
         rows.append({"method": name, "seconds_per_step": median, "all_rounds": times[name],

@@ -10,6 +10,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def cache_folder() -> Path:
+    """The user's cache folder for noiselab: $XDG_CACHE_HOME/noiselab, else ~/.cache/noiselab (not created here).
+    Raises RuntimeError where there is no home folder to put it in."""
+    try:
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "noiselab"
+    except RuntimeError as problem:  # Path.home() without HOME or a password entry
+        raise RuntimeError(f"no cache folder: {problem}") from None
+
+
 def read_json_document(path: Path, what: str, fix: str, error: type[ValueError] = ValueError):
     """The parsed JSON of a shipped document; a missing or unreadable one raises `error` saying `fix`."""
     if not path.is_file():

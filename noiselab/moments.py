@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import native
+
 # Variances below this are treated as this under square roots (std >= 1e-6): small enough to be
 # invisible next to float32 activations, large enough that 1/sqrt stays far from overflow.
 VAR_FLOOR = 1e-12
@@ -76,6 +78,12 @@ def _std(var: Tensor) -> Tensor:
     return var.clamp_min(VAR_FLOOR).sqrt()
 
 
+def _fused(mean: Tensor, var: Tensor) -> bool:
+    """Whether noiselab.native's fused kernels take this rule: float32 on a CPU, where they are built."""
+    return (mean.dtype == var.dtype == torch.float32 and mean.device.type == var.device.type == "cpu"
+            and native.enabled())
+
+
 def _check_rule(rule: str, allowed: tuple[str, ...], parameter: str) -> None:
     if rule not in allowed:
         raise ValueError(f"{parameter}={rule!r} is not a known rule; choose one of {allowed}")
@@ -111,6 +119,11 @@ class _MomentReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.fused = _fused(mean, var)
+        if ctx.fused:  # the same formulas in one pass over memory (noiselab.native); the backward recomputes them
+            if any(ctx.needs_input_grad):
+                ctx.save_for_backward(mean, var)
+            return native.relu_forward(mean, var)
         # one variance for every element, above the floor: s is a 0-dim tensor and no element's var is 0
         constant = var.numel() > 0 and var.dim() > 0 and not any(var.stride()) and \
             bool(var[(0,) * var.dim()] > VAR_FLOOR)
@@ -137,8 +150,11 @@ class _MomentReLU(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the saved tensors carry no graph: a second derivative raises instead of being wrong
     def backward(ctx, grad_mean: Tensor, grad_var: Tensor):
-        std, a, cdf, pdf, q, out_mean, keeps_var, grows = ctx.saved_tensors
         needs_mean, needs_var = ctx.needs_input_grad
+        if ctx.fused:
+            d_mean, d_var = native.relu_backward(*ctx.saved_tensors, grad_mean, grad_var, needs_var)
+            return d_mean if needs_mean else None, d_var
+        std, a, cdf, pdf, q, out_mean, keeps_var, grows = ctx.saved_tensors
         grad_var = torch.where(keeps_var, grad_var, 0.0)
         d_mean = torch.addcmul(grad_mean * cdf, grad_var, out_mean * q, value=2.0) if needs_mean else None
         if not needs_var:
@@ -295,6 +311,11 @@ class _ClarkPool2x2(torch.autograd.Function):
     def forward(ctx, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
         b, c, h, w = mean.shape
         for_backward = any(ctx.needs_input_grad)
+        ctx.fused = _fused(mean, var)
+        if ctx.fused:  # the whole tree in one pass over memory (noiselab.native); the backward recomputes it
+            if for_backward:
+                ctx.save_for_backward(mean, var)
+            return native.pool_forward(mean, var)
         rows_mean, rows_var = mean.reshape(b, c, h // 2, 2, w), var.reshape(b, c, h // 2, 2, w)
         row_mean, row_var, first = _max2_forward(rows_mean[:, :, :, 0], rows_var[:, :, :, 0], rows_mean[:, :, :, 1],
                                                  rows_var[:, :, :, 1], for_backward)
@@ -311,6 +332,8 @@ class _ClarkPool2x2(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_mean: Tensor, grad_var: Tensor):
         saved = ctx.saved_tensors
+        if ctx.fused:
+            return native.pool_backward(*saved, grad_mean, grad_var)
         mean_a, var_a, mean_b, var_b = _max2_backward(saved[8:], grad_mean, grad_var)
         row_mean = torch.stack([mean_a, mean_b], dim=-1).flatten(-2)  # (B, C, H/2, W): the columns interleaved
         row_var = torch.stack([var_a, var_b], dim=-1).flatten(-2)

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import data as data_module
+from . import native
 from ._checks import check_sigma
 from .attacks import check_eps
 from .attacks._common import project, random_start
@@ -59,7 +60,7 @@ from .covariance import check_covariance_mode
 from .defenses import noisy_passes
 from .loss import LearnableSigma, _terms
 from .models import MODELS, build
-from .moments import POOL_RULES, RELU_RULES
+from .moments import CLARK_POOLS, POOL_RULES, RELU_RULES
 from .propagate import (
     Rules,
     check_noise_at,
@@ -470,6 +471,10 @@ def train(
     channels_last = trains_channels_last(config, device) and images.dim() == 4
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    # the moment ReLU and Clark's pool run as noiselab.native's fused kernels on a CPU where they could be built: the
+    # same formulas, another rounding (each epoch's record says which ran)
+    fused = device.type == "cpu" and config.method == "noise" and native.enabled() and \
+        (config.relu == "moment" or config.pool in CLARK_POOLS)
     layers = sequential_layers(model)
     first_weight = layers[noise_entry(layers)][1].weight
     probe = images[:PROBE_EXAMPLES]
@@ -557,6 +562,7 @@ def train(
                 # trajectory (measured: 50 steps of noise training, 1 and 2 threads, end at different weights)
                 "threads": torch.get_num_threads(),
                 "channels_last": channels_last,  # the activations' layout: another order of float sums too
+                "fused_kernels": fused,
                 **first_layer_scale(layers, probe),
             })
             model.train()

@@ -428,4 +428,5 @@ def test_training_on_the_cpu_runs_channels_last_and_hands_back_the_usual_layout(
         noise = train(TrainConfig(model="lenet5", method="noise", relu=relu, pool=pool, train_limit=64, batch_size=64,
                                   epochs=1, device="cpu"))
         assert noise.history[0]["channels_last"] is expected
+        assert noise.history[0]["fused_kernels"] is not expected  # the moment rules' kernels (noiselab.native)
         assert all(t.is_contiguous() for t in noise.model.state_dict().values())

@@ -25,7 +25,10 @@ def environment(device: str | torch.device | None = None) -> dict:
     if device is not None and device.type == "cuda":
         info["device"] = torch.cuda.get_device_name(device)
     else:
+        from .. import native
+
         info["device"] = f"cpu ({platform.processor() or platform.machine()})"
+        info["fused_cpu_kernels"] = native.enabled()  # the moment rules' (noiselab.native)
     return info
 
 

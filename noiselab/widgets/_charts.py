@@ -20,6 +20,8 @@ from pathlib import Path
 
 import altair as alt
 
+from .._files import cache_folder
+
 _offline_lock = threading.Lock()
 _offline = False
 
@@ -54,7 +56,7 @@ def bundle_cache_path() -> Path | None:
         from altair.utils._importers import vl_version_for_vl_convert
 
         key = "\n".join([alt.__version__, vl_convert.__version__, vl_version_for_vl_convert(), load_js_src()])
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "noiselab"
+        root = cache_folder()
     except Exception:  # another altair's layout, or no home folder: bundle every time, as altair does
         return None
     return root / f"vega-bundle-{hashlib.sha256(key.encode()).hexdigest()[:20]}.js"

@@ -1,0 +1,207 @@
+"""Fused CPU kernels for the moment ReLU and Clark's 2x2 max-pool (moments.c beside this file), float32.
+
+On a CPU the moment rules are chains of element-wise ops, each a pass over the whole activation; these kernels do
+each rule's forward, and each backward, in one pass (bench/core_ops.py --only native measures them against the
+torch formulation side by side). noiselab.moments calls them for float32 CPU tensors and keeps its torch
+formulation for everything else (float64, CUDA) and as the reference the tests hold them to.
+
+The C file is compiled once per machine with the system's C compiler (cc, or $CC) into the user's cache folder
+(noiselab._files.cache_folder) and loaded with ctypes: no build step at install, nothing to download. Where there
+is no compiler, or it fails, a warning says so once and the torch formulation runs (the same results, slower).
+NOISELAB_NATIVE=0 turns the kernels off.
+
+The kernels split their work over OpenMP's threads: torch's own, so torch.set_num_threads rules them too.
+
+Phi's Chebyshev coefficients in moments.c were made with scipy (double precision), for h(y) = R(u) / t with
+R(u) = Q(u) / phi(u) = sqrt(pi / 2) erfcx(u / sqrt 2) the Mills ratio, t = 3 / (3 + u), y = 2t - 1:
+numpy.polynomial.chebyshev.chebinterpolate(h, 12); the largest relative error of t h over u in [0, 40] is
+1.5e-9 (float32's rounding, 6e-8, dominates).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .._files import cache_folder
+
+SOURCE = Path(__file__).with_name("moments.c")
+# -fno-math-errno lets sqrtf and rintf vectorize; IEEE semantics are otherwise kept (no -ffast-math: NaN and
+# infinities pass through as in torch). -march=native: the library is built on the machine that uses it. -fopenmp:
+# the kernels share torch's OpenMP threads (the libgomp.so.1 torch loaded answers this library's need for one). Each
+# set is tried in turn: a compiler without OpenMP builds single-threaded kernels, one without -march=native portable
+# ones.
+_COMMON = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
+FLAG_SETS = (
+    [*_COMMON, "-march=native", "-fopenmp"],
+    [*_COMMON, "-march=native", "-fopenmp-simd"],
+    _COMMON,
+)
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_tried = False
+
+
+def enabled() -> bool:
+    """Whether the fused kernels run here (built and loaded now if they have not been yet)."""
+    return library() is not None
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, or None where they cannot be built (warned once) or NOISELAB_NATIVE=0."""
+    global _library, _tried
+    if os.environ.get("NOISELAB_NATIVE", "1") == "0":
+        return None
+    if _tried:
+        return _library
+    with _lock:
+        if not _tried:
+            try:
+                _library = _declare(ctypes.CDLL(str(build())))
+            except (OSError, RuntimeError) as problem:
+                warnings.warn(f"noiselab's fused CPU kernels are off ({problem}); the moment rules run as torch ops, "
+                              "with the same results but slower. Install a C compiler (Debian: apt-get install gcc) "
+                              "to turn them on.", RuntimeWarning, stacklevel=3)
+                _library = None
+            _tried = True
+    return _library
+
+
+def _compiler() -> str:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not compiler:
+        raise RuntimeError("no C compiler found (cc, gcc or clang on PATH, or $CC)")
+    return compiler
+
+
+def _machine() -> str:
+    """What a library built with -march=native depends on: the processor's name and features."""
+    identity = [platform.machine(), platform.processor()]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            identity += sorted({line for line in info if line.startswith(("model name", "flags", "Features"))})
+    except OSError:
+        pass
+    return "\n".join(identity)
+
+
+def build() -> Path:
+    """The compiled library's path, compiled now unless the cache holds one for this source and this machine.
+    Concurrent processes each compile into their own file and rename it into place."""
+    source = SOURCE.read_bytes()
+    folder = cache_folder()
+    paths = []
+    for flags in FLAG_SETS:
+        key = hashlib.sha256(b"\0".join([source, _machine().encode(), " ".join(flags).encode()]))
+        paths.append(folder / f"native-moments-{key.hexdigest()[:20]}.so")
+    for path in paths:
+        if path.is_file():
+            return path
+    compiler = _compiler()
+    folder.mkdir(parents=True, exist_ok=True)
+    problems = []
+    for flags, path in zip(FLAG_SETS, paths):
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            done = subprocess.run([compiler, *flags, "-o", str(temporary), str(SOURCE), "-lm"], capture_output=True,
+                                  text=True, timeout=300)
+            if done.returncode == 0:
+                os.replace(temporary, path)
+                return path
+            error = done.stderr.strip()
+            problems.append(error.splitlines()[-1] if error else f"status {done.returncode}")
+        except (OSError, subprocess.SubprocessError) as problem:
+            problems.append(str(problem))
+        finally:
+            temporary.unlink(missing_ok=True)
+    raise RuntimeError(f"{compiler} could not build {SOURCE.name}: {'; '.join(problems)}")
+
+
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    lib.noiselab_relu_forward.argtypes = [pointer, pointer, size, pointer, pointer, size]
+    lib.noiselab_relu_backward.argtypes = [pointer, pointer, size, pointer, pointer, pointer, pointer, size]
+    lib.noiselab_pool_forward.argtypes = [pointer, pointer, pointer, pointer, size, size]
+    lib.noiselab_pool_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, pointer, size, size]
+    lib.noiselab_normal_parts.argtypes = [pointer, pointer, pointer, pointer, size]
+    for function in (lib.noiselab_normal_parts, lib.noiselab_relu_forward, lib.noiselab_relu_backward,
+                     lib.noiselab_pool_forward, lib.noiselab_pool_backward):
+        function.restype = None
+    return lib
+
+
+def _variance_step(mean: Tensor, var: Tensor) -> tuple[Tensor, int]:
+    """var as the kernels read it: one number (step 0) where every element's variance is the same stride-0 value,
+    else contiguous, like mean."""
+    if var.dim() > 0 and not any(var.stride()):
+        return var, 0
+    return var.contiguous(), 1
+
+
+def normal_parts(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Phi(a), Phi(-a) and phi(a) as the kernels compute them, float32 (for the tests)."""
+    lib = library()
+    a = a.detach().float().contiguous()
+    out = [torch.empty_like(a) for _ in range(3)]
+    lib.noiselab_normal_parts(a.data_ptr(), *(t.data_ptr() for t in out), a.numel())
+    return tuple(out)
+
+
+def relu_forward(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """The moment ReLU's mean and variance (noiselab.moments._MomentReLU's values)."""
+    lib = library()
+    mean = mean.contiguous()
+    var, step = _variance_step(mean, var)
+    out_mean, out_var = torch.empty_like(mean), torch.empty_like(mean)
+    lib.noiselab_relu_forward(mean.data_ptr(), var.data_ptr(), step, out_mean.data_ptr(), out_var.data_ptr(),
+                              mean.numel())
+    return out_mean, out_var
+
+
+def relu_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: Tensor,
+                  needs_var: bool) -> tuple[Tensor, Tensor | None]:
+    """The moment ReLU's gradients with respect to its input's mean and variance (the variance's, as a tensor of
+    mean's shape, only when needs_var)."""
+    lib = library()
+    mean = mean.contiguous()
+    var, step = _variance_step(mean, var)
+    grad_mean, grad_var = grad_mean.contiguous(), grad_var.contiguous()
+    d_mean = torch.empty_like(mean)
+    d_var = torch.empty_like(mean) if needs_var else None
+    lib.noiselab_relu_backward(mean.data_ptr(), var.data_ptr(), step, grad_mean.data_ptr(), grad_var.data_ptr(),
+                               d_mean.data_ptr(), d_var.data_ptr() if needs_var else None, mean.numel())
+    return d_mean, d_var
+
+
+def pool_forward(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """Clark's 2x2 stride-2 max-pool of (..., H, W) Gaussians, H and W even (_ClarkPool2x2's values)."""
+    lib = library()
+    mean, var = mean.contiguous(), var.contiguous()
+    *lead, height, width = mean.shape
+    out_mean = mean.new_empty((*lead, height // 2, width // 2))
+    out_var = torch.empty_like(out_mean)
+    lib.noiselab_pool_forward(mean.data_ptr(), var.data_ptr(), out_mean.data_ptr(), out_var.data_ptr(), width,
+                              out_mean.numel())
+    return out_mean, out_var
+
+
+def pool_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: Tensor) -> tuple[Tensor, Tensor]:
+    """Clark's 2x2 pool's gradients with respect to its input's means and variances."""
+    lib = library()
+    mean, var = mean.contiguous(), var.contiguous()
+    grad_mean, grad_var = grad_mean.contiguous(), grad_var.contiguous()
+    d_mean, d_var = torch.empty_like(mean), torch.empty_like(mean)
+    lib.noiselab_pool_backward(mean.data_ptr(), var.data_ptr(), grad_mean.data_ptr(), grad_var.data_ptr(),
+                               d_mean.data_ptr(), d_var.data_ptr(), mean.shape[-1], grad_mean.numel())
+    return d_mean, d_var

@@ -1,0 +1,282 @@
+/* Fused CPU kernels for the moment ReLU and Clark's 2x2 max-pool (noiselab.moments), float32.
+
+   Each kernel is one pass over memory: it reads its inputs once and writes its outputs once, and the backward
+   recomputes what the forward derived instead of reading it back (the torch formulation runs a pass per
+   element-wise op: about thirty for the pool's forward and backward). The formulas are the ones noiselab.moments
+   states, in the same order of pairs; noiselab/native/__init__.py builds this file with the system's C compiler
+   and falls back to the torch formulation when there is none.
+
+   Phi and phi come from one exp: Phi(-|a|) = phi(a) t h(2t - 1) with t = 3 / (3 + |a|), where h is a
+   Chebyshev series fitted to the Mills ratio Q(u) / phi(u) divided by t (relative error 1.5e-9 in exact
+   arithmetic for every u >= 0; noiselab/native/__init__.py says how the coefficients were made). This keeps the
+   lower tail's relative precision as erfc does. exp is Cephes' expf polynomial, written out so that the compiler
+   vectorizes it. */
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define VAR_FLOOR 1e-12f
+#define INV_SQRT_2PI 0.398942280401432678f
+/* Work is split over OpenMP's threads (torch's own, where torch loaded libgomp: the same runtime, the same thread
+   count) in chunks of CHUNK elements or BLOCK pool windows; below PARALLEL_MIN elements it runs on one thread. */
+#define CHUNK 4096
+#define BLOCK 256
+#define PARALLEL_MIN 32768
+
+static const float CHEB[13] = {
+    7.02219709111595036e-01f, 4.51965190742205869e-01f, 9.20537974146036359e-02f, 8.30041323006478968e-03f,
+    -9.66718476063732363e-04f, -2.84650925789873698e-04f, 1.77134425591754176e-05f, 9.80247969687453166e-06f,
+    -8.20208397756608334e-07f, -3.65738407339638119e-07f, 5.78630435562862383e-08f, 1.24294391205218474e-08f,
+    -4.28672005803026181e-09f};
+
+static inline float bits_to_float(int32_t i) {
+    float f;
+    memcpy(&f, &i, sizeof f);
+    return f;
+}
+
+/* e^x for x <= 0: 0 below -103 (where float32's e^x is 0 or the smallest subnormals), NaN kept. */
+static inline float exp_nonpositive(float x) {
+    float xc = x < -103.0f ? -103.0f : x;
+    float n = rintf(xc * 1.44269504088896341f);
+    float r = fmaf(n, -0.693359375f, xc);
+    r = fmaf(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r) + 1.0f;
+    int32_t k = (int32_t)n; /* in [-149, 0]: 2^k as two factors, so that subnormal results round once */
+    int32_t k1 = k / 2, k2 = k - k1;
+    float result = p * bits_to_float((k1 + 127) << 23) * bits_to_float((k2 + 127) << 23);
+    return x < -103.0f ? 0.0f : result;
+}
+
+/* Phi(a), Phi(-a) and phi(a). a^2's rounding error is carried into the exp (its low part, exactly), so that
+   phi keeps its relative precision in the tails. */
+static inline void normal_parts(float a, float *cdf, float *cdf_neg, float *pdf) {
+    float a2 = a * a;
+    float low = a2 < 1e30f ? fmaf(a, a, -a2) : 0.0f;
+    float e = exp_nonpositive(-0.5f * a2);
+    float density = INV_SQRT_2PI * fmaf(e, -0.5f * low, e);
+    float u = fabsf(a);
+    float t = 3.0f / (3.0f + u);
+    float y = 2.0f * t - 1.0f, y2 = 2.0f * y;
+    /* Clenshaw's recurrence, written out (a loop here would keep the compiler from vectorizing the callers) */
+    float b12 = CHEB[12];
+    float b11 = fmaf(y2, b12, CHEB[11]);
+    float b10 = fmaf(y2, b11, CHEB[10] - b12);
+    float b9 = fmaf(y2, b10, CHEB[9] - b11);
+    float b8 = fmaf(y2, b9, CHEB[8] - b10);
+    float b7 = fmaf(y2, b8, CHEB[7] - b9);
+    float b6 = fmaf(y2, b7, CHEB[6] - b8);
+    float b5 = fmaf(y2, b6, CHEB[5] - b7);
+    float b4 = fmaf(y2, b5, CHEB[4] - b6);
+    float b3 = fmaf(y2, b4, CHEB[3] - b5);
+    float b2 = fmaf(y2, b3, CHEB[2] - b4);
+    float b1 = fmaf(y2, b2, CHEB[1] - b3);
+    float h = fmaf(y, b1, CHEB[0] - b2);
+    float tail = density * t * h; /* Phi(-|a|) */
+    float body = 1.0f - tail;
+    *cdf = a >= 0.0f ? body : tail;
+    *cdf_neg = a >= 0.0f ? tail : body;
+    *pdf = density;
+}
+
+/* Phi(a), Phi(-a) and phi(a) for n values (for the tests: the kernels call normal_parts inline) */
+void noiselab_normal_parts(const float *a, float *cdf, float *cdf_neg, float *pdf, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i)
+        normal_parts(a[i], &cdf[i], &cdf_neg[i], &pdf[i]);
+}
+
+/* ---- the moment ReLU (noiselab.moments._MomentReLU): var_step 0 reads one variance for every element ---- */
+
+static inline void relu_forward(const float *mean, const float *var, int64_t var_step, float *out_mean,
+                                float *out_var, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+        float v = var[i * var_step];
+        float vf = v < VAR_FLOOR ? VAR_FLOOR : v;
+        float s = sqrtf(vf);
+        float m = mean[i];
+        float a = m / s;
+        float cdf, q, pdf;
+        normal_parts(a, &cdf, &q, &pdf);
+        out_mean[i] = fmaf(m, cdf, s * pdf);
+        float ratio = (q * cdf) * (a * a) + cdf - pdf * fmaf(a, cdf - q, pdf);
+        out_var[i] = (ratio >= 0.0f && v > 0.0f) ? ratio * vf : 0.0f;
+    }
+}
+
+void noiselab_relu_forward(const float *mean, const float *var, int64_t var_step, float *out_mean, float *out_var,
+                           int64_t n) {
+    int64_t chunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
+    for (int64_t c = 0; c < chunks; ++c) {
+        int64_t begin = c * CHUNK, count = n - begin < CHUNK ? n - begin : CHUNK;
+        relu_forward(mean + begin, var + begin * var_step, var_step, out_mean + begin, out_var + begin, count);
+    }
+}
+
+static inline void relu_backward(const float *mean, const float *var, int64_t var_step, const float *grad_mean,
+                                 const float *grad_var, float *d_mean, float *d_var, int64_t n, int with_var) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+        float v = var[i * var_step];
+        float vf = v < VAR_FLOOR ? VAR_FLOOR : v;
+        float s = sqrtf(vf);
+        float m = mean[i];
+        float a = m / s;
+        float cdf, q, pdf;
+        normal_parts(a, &cdf, &q, &pdf);
+        float e = fmaf(m, cdf, s * pdf);
+        float ratio = (q * cdf) * (a * a) + cdf - pdf * fmaf(a, cdf - q, pdf);
+        float gm = grad_mean[i];
+        float gv = (ratio >= 0.0f && v > 0.0f) ? grad_var[i] : 0.0f;
+        d_mean[i] = fmaf(gm, cdf, 2.0f * gv * e * q);
+        if (with_var) {
+            float dv = gm * pdf / (2.0f * s) + gv * (cdf - pdf * fmaf(a, cdf, pdf));
+            d_var[i] = v > VAR_FLOOR ? dv : 0.0f;
+        }
+    }
+}
+
+/* d_var NULL: the variance's gradient is not wanted */
+void noiselab_relu_backward(const float *mean, const float *var, int64_t var_step, const float *grad_mean,
+                            const float *grad_var, float *d_mean, float *d_var, int64_t n) {
+    int64_t chunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
+    for (int64_t c = 0; c < chunks; ++c) {
+        int64_t begin = c * CHUNK, count = n - begin < CHUNK ? n - begin : CHUNK;
+        if (d_var)
+            relu_backward(mean + begin, var + begin * var_step, var_step, grad_mean + begin, grad_var + begin,
+                          d_mean + begin, d_var + begin, count, 1);
+        else
+            relu_backward(mean + begin, var + begin * var_step, var_step, grad_mean + begin, grad_var + begin,
+                          d_mean + begin, d_var, count, 0);
+    }
+}
+
+/* ---- Clark's max of two (noiselab.moments._max2_forward / _max2_backward) ---- */
+
+static inline void max2(float ma, float va, float mb, float vb, float *om, float *ov, int grad, float gm, float gv,
+                        float *dma, float *dva, float *dmb, float *dvb) {
+    float total = va + vb;
+    float theta2 = total < VAR_FLOOR ? VAR_FLOOR : total;
+    float theta = sqrtf(theta2);
+    float alpha = (ma - mb) / theta;
+    float cdf, cneg, pdf;
+    normal_parts(alpha, &cdf, &cneg, &pdf);
+    *om = fmaf(theta, fmaf(alpha, cdf, pdf), mb);
+    float spread = (cdf * cneg) * (alpha * alpha) - pdf * fmaf(alpha, cdf - cneg, pdf);
+    float difference = va - vb;
+    float raw = fmaf(theta2, spread, fmaf(difference, cdf, vb));
+    *ov = raw < 0.0f ? 0.0f : raw;
+    if (!grad)
+        return;
+    gv = raw >= 0.0f ? gv : 0.0f;
+    float alpha_term = pdf * difference / theta;
+    float dv_dmean = fmaf(fmaf(pdf, cneg - cdf, 2.0f * alpha * (cdf * cneg)), theta, alpha_term);
+    *dma = fmaf(gv, dv_dmean, gm * cdf);
+    *dmb = fmaf(-gv, dv_dmean, gm * cneg);
+    float through_theta = -pdf * fmaf(alpha, cdf - cneg, 2.0f * pdf) * 0.5f - alpha * alpha_term / (2.0f * theta);
+    float common = total > VAR_FLOOR ? fmaf(gv, through_theta, gm * pdf / (2.0f * theta)) : 0.0f;
+    *dva = fmaf(gv, cdf, common);
+    *dvb = fmaf(gv, cneg, common);
+}
+
+/* ---- Clark's 2x2 pool with stride 2 over rows of width `width` (even), in pairs of rows: output row r reads
+   input rows 2r and 2r + 1 (a (planes, H, W) input with H and W even, contiguous). Window (top-left, bottom-left,
+   top-right, bottom-right) = (0, 1, 2, 3): left = max(0, 1), right = max(2, 3), out = max(left, right), the
+   pairs of noiselab.moments._ClarkPool2x2. Outputs [begin, end) of the flat (planes * H/2 * W/2) output. The
+   windows are gathered into blocks so that the arithmetic runs over contiguous arrays. ---- */
+
+static void gather(const float *x, int64_t width, int64_t begin, int64_t count, float corners[4][BLOCK]) {
+    int64_t half = width / 2, row = begin / half, column = begin % half;
+    for (int64_t k = 0; k < count; ++k) {
+        const float *top = x + 2 * row * width + 2 * column;
+        corners[0][k] = top[0];
+        corners[1][k] = top[width];
+        corners[2][k] = top[1];
+        corners[3][k] = top[width + 1];
+        if (++column == half) {
+            column = 0;
+            ++row;
+        }
+    }
+}
+
+static void scatter(float *x, int64_t width, int64_t begin, int64_t count, float corners[4][BLOCK]) {
+    int64_t half = width / 2, row = begin / half, column = begin % half;
+    for (int64_t k = 0; k < count; ++k) {
+        float *top = x + 2 * row * width + 2 * column;
+        top[0] = corners[0][k];
+        top[width] = corners[1][k];
+        top[1] = corners[2][k];
+        top[width + 1] = corners[3][k];
+        if (++column == half) {
+            column = 0;
+            ++row;
+        }
+    }
+}
+
+static void pool_forward(const float *mean, const float *var, float *out_mean, float *out_var, int64_t width,
+                         int64_t start, int64_t count) {
+    float m[4][BLOCK], v[4][BLOCK];
+    gather(mean, width, start, count, m);
+    gather(var, width, start, count, v);
+    float *om = out_mean + start, *ov = out_var + start;
+#pragma omp simd
+    for (int64_t k = 0; k < count; ++k) {
+        float lm, lv, rm, rv, unused = 0.0f;
+        max2(m[0][k], v[0][k], m[1][k], v[1][k], &lm, &lv, 0, 0.0f, 0.0f, &unused, &unused, &unused, &unused);
+        max2(m[2][k], v[2][k], m[3][k], v[3][k], &rm, &rv, 0, 0.0f, 0.0f, &unused, &unused, &unused, &unused);
+        max2(lm, lv, rm, rv, &om[k], &ov[k], 0, 0.0f, 0.0f, &unused, &unused, &unused, &unused);
+    }
+}
+
+static void pool_backward(const float *mean, const float *var, const float *grad_mean, const float *grad_var,
+                          float *d_mean, float *d_var, int64_t width, int64_t start, int64_t count) {
+    float m[4][BLOCK], v[4][BLOCK], dm[4][BLOCK], dv[4][BLOCK];
+    gather(mean, width, start, count, m);
+    gather(var, width, start, count, v);
+    const float *gm = grad_mean + start, *gv = grad_var + start;
+#pragma omp simd
+    for (int64_t k = 0; k < count; ++k) {
+        float lm, lv, rm, rv, om, ov, dlm, dlv, drm, drv;
+        max2(m[0][k], v[0][k], m[1][k], v[1][k], &lm, &lv, 0, 0.0f, 0.0f, &dlm, &dlv, &drm, &drv);
+        max2(m[2][k], v[2][k], m[3][k], v[3][k], &rm, &rv, 0, 0.0f, 0.0f, &dlm, &dlv, &drm, &drv);
+        max2(lm, lv, rm, rv, &om, &ov, 1, gm[k], gv[k], &dlm, &dlv, &drm, &drv);
+        max2(m[0][k], v[0][k], m[1][k], v[1][k], &lm, &lv, 1, dlm, dlv, &dm[0][k], &dv[0][k], &dm[1][k], &dv[1][k]);
+        max2(m[2][k], v[2][k], m[3][k], v[3][k], &rm, &rv, 1, drm, drv, &dm[2][k], &dv[2][k], &dm[3][k], &dv[3][k]);
+    }
+    scatter(d_mean, width, start, count, dm);
+    scatter(d_var, width, start, count, dv);
+}
+
+/* n: the number of outputs (planes * H/2 * W/2) */
+void noiselab_pool_forward(const float *mean, const float *var, float *out_mean, float *out_var, int64_t width,
+                           int64_t n) {
+    int64_t blocks = (n + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN / 4)
+    for (int64_t b = 0; b < blocks; ++b) {
+        int64_t start = b * BLOCK;
+        pool_forward(mean, var, out_mean, out_var, width, start, n - start < BLOCK ? n - start : BLOCK);
+    }
+}
+
+void noiselab_pool_backward(const float *mean, const float *var, const float *grad_mean, const float *grad_var,
+                            float *d_mean, float *d_var, int64_t width, int64_t n) {
+    int64_t blocks = (n + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN / 4)
+    for (int64_t b = 0; b < blocks; ++b) {
+        int64_t start = b * BLOCK;
+        int64_t count = n - start < BLOCK ? n - start : BLOCK;
+        pool_backward(mean, var, grad_mean, grad_var, d_mean, d_var, width, start, count);
+    }
+}
