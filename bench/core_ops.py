@@ -15,7 +15,10 @@
 5. precision: the closed-form loss's forward+backward in float32, under autocast (bfloat16 on a CPU, float16 on
    CUDA) and with channels-last weights and inputs: time, and the loss's and gradient's difference from float32;
 6. compile: the same step through torch.compile against eager: the first call's time (compiling) and the steady
-   state; a compile that fails is recorded with its error and the eager figure stands (minutes on a CPU).
+   state; a compile that fails is recorded with its error and the eager figure stands (minutes on a CPU);
+7. native (a CPU): the moment ReLU (with one variance everywhere, as where the noise enters, and with a variance
+   per element) and Clark's 2x2 pool as torch ops and as noiselab.native's fused kernels, forward and
+   forward+backward, in the usual layout as training runs them, at LeNet5's first activation's size.
 
 Variants are interleaved over --rounds rounds and the median reported, so a machine that slows down for a while
 does not favour one. Results as JSON with the config, versions and device (bench/results/core_ops-<device>.json).
@@ -36,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from timing import timed  # noqa: E402
+from timing import fused_kernels, timed  # noqa: E402
 
 from noiselab import data as data_module  # noqa: E402
 from noiselab.experiments.records import environment, write_json  # noqa: E402
@@ -266,8 +269,44 @@ def compile_section(device, rounds, repeats) -> list[dict]:
     return rows
 
 
+def native_section(device, rounds, repeats) -> list[dict]:
+    if device.type != "cpu":
+        return [{"what": "noiselab.native's kernels are CPU kernels: not timed on " + device.type}]
+    generator = torch.Generator().manual_seed(0)
+    shape = (128, 16, 28, 28)
+    mean, var = torch.randn(shape, generator=generator), torch.rand(shape, generator=generator)
+    one_variance = torch.tensor(0.25).expand(shape)
+    rules = {"relu moment, one variance": lambda m, v: relu_moments(m, one_variance, "moment"),
+             "relu moment": lambda m, v: relu_moments(m, v, "moment"),
+             "pool clark 2x2": lambda m, v: maxpool_moments(m, v, "clark")}
+
+    def run(rule, on, backward):
+        def call():
+            with fused_kernels(on):
+                if not backward:
+                    with torch.no_grad():
+                        rule(mean, var)
+                    return
+                m, v = mean.detach().requires_grad_(True), var.detach().requires_grad_(True)
+                out_mean, out_var = rule(m, v)
+                (out_mean.sum() + out_var.sum()).backward()
+        return call
+
+    variants = {f"{name}, {part}, {kind}": run(rule, on, part == "forward+backward")
+                for name, rule in rules.items() for part in ("forward", "forward+backward")
+                for kind, on in (("torch ops", False), ("fused", True))}
+    medians = interleaved(device, variants, rounds, repeats)
+    rows = []
+    for name in rules:
+        for part in ("forward", "forward+backward"):
+            ops, fused = medians[f"{name}, {part}, torch ops"], medians[f"{name}, {part}, fused"]
+            rows.append({"what": f"{name}, {part}", "torch_ops_ms": 1e3 * ops, "fused_ms": 1e3 * fused,
+                         "speedup": ops / fused})
+    return rows
+
+
 SECTIONS = {"rules": rules_section, "conv": conv_section, "square": square_section, "syncs": syncs_section,
-            "precision": precision_section, "compile": compile_section}
+            "precision": precision_section, "compile": compile_section, "native": native_section}
 
 
 def main(argv: list[str] | None = None) -> int:

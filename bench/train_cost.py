@@ -16,8 +16,6 @@ down for a while does not favour one method.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import statistics
 import sys
 import time
@@ -27,6 +25,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from timing import fused_kernels  # noqa: E402
 
 from noiselab import data as data_module  # noqa: E402
 from noiselab.experiments.records import environment, write_json  # noqa: E402
@@ -42,20 +43,6 @@ METHODS = {
     "fgsm_rs": {"method": "fgsm_rs"},
     "pgd_at (10 steps)": {"method": "pgd_at", "pgd_steps": 10},
 }
-
-
-@contextlib.contextmanager
-def fused_kernels(on: bool):
-    """noiselab.native's fused moment kernels on (where they are built) or off (NOISELAB_NATIVE=0: torch ops)."""
-    before = os.environ.get("NOISELAB_NATIVE")
-    os.environ["NOISELAB_NATIVE"] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["NOISELAB_NATIVE"]
-        else:
-            os.environ["NOISELAB_NATIVE"] = before
 
 
 def seconds_per_step(config: TrainConfig, data, warmup: int, steps: int) -> float:

@@ -84,10 +84,12 @@ def test_the_fused_moment_relu_with_one_variance_everywhere_gives_sigmas_gradien
             torch.testing.assert_close(one, other, rtol=2e-6, atol=2e-6)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("shape", [(4, 3, 8, 10), (2, 3, 7, 5), (1, 1, 2, 2)])
-def test_the_fused_clark_pool_follows_float64(shape):
+def test_the_fused_clark_pool_follows_float64(shape, layout):
     """The 2x2 pool's values and gradients against the float64 formulation: spread-out means, ties, windows with no
-    variance at all, large means with small spreads, and an odd row and column left out (shape (2, 3, 7, 5))."""
+    variance at all, large means with small spreads, and an odd row and column left out (shape (2, 3, 7, 5)); in
+    the usual layout and on channels-last (the kernel reads either in place)."""
     generator = torch.Generator().manual_seed(2)
     mean = 2 * torch.randn(shape, generator=generator, dtype=torch.float64)
     var = 0.02 + torch.rand(shape, generator=generator, dtype=torch.float64)
@@ -96,6 +98,7 @@ def test_the_fused_clark_pool_follows_float64(shape):
     flat_var[:2] = 0.0  # no variance
     if flat_mean.numel() > 8:
         flat_mean[4:8], flat_var[4:8] = torch.tensor([300.0, 299.5, 301.0, 300.2]), 1e-4
+    mean, var = mean.contiguous(memory_format=layout), var.contiguous(memory_format=layout)
     (values64, grads64), (values32, grads32) = reference_and_fused(
         lambda m, v: maxpool_moments(m, v, "clark", 2), [mean.requires_grad_(), var.requires_grad_()])
     scale = float(mean.detach().abs().amax().clamp_min(1))
@@ -105,21 +108,26 @@ def test_the_fused_clark_pool_follows_float64(shape):
         torch.testing.assert_close(one, other, rtol=1e-5, atol=1e-5)
 
 
-def test_the_fused_kernels_equal_the_torch_ops_they_replace_in_float32(monkeypatch):
-    """The same float32 inputs through both: LeNet5's first ReLU and pool sizes, values and gradients."""
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_fused_kernels_equal_the_torch_ops_they_replace_in_float32(monkeypatch, layout):
+    """The same float32 inputs through both: LeNet5's first ReLU and pool sizes, values and gradients, in either
+    layout; the kernels' outputs and gradients keep their inputs' layout."""
     generator = torch.Generator().manual_seed(3)
-    mean = torch.randn(8, 16, 28, 28, generator=generator)
-    var = torch.rand(8, 16, 28, 28, generator=generator) * 0.5
+    mean = torch.randn(8, 16, 28, 28, generator=generator).contiguous(memory_format=layout)
+    var = (torch.rand(8, 16, 28, 28, generator=generator) * 0.5).contiguous(memory_format=layout)
     sigma_squared = torch.tensor(0.25).expand_as(mean)
 
     def step():
         m, v = mean.clone().requires_grad_(), var.clone().requires_grad_()
         relu_mean, relu_var = relu_moments(m, sigma_squared, "moment")
-        pool_mean, pool_var = maxpool_moments(relu_mean + m, relu_var + v, "clark", 2)
+        second_mean, second_var = relu_moments(relu_mean - 0.5, relu_var + v, "moment")
+        pool_mean, pool_var = maxpool_moments(second_mean + m, second_var, "clark", 2)
         (pool_mean.square().sum() + pool_var.sum()).backward()
-        return relu_mean, relu_var, pool_mean, pool_var, m.grad, v.grad
+        return relu_mean, relu_var, second_mean, second_var, pool_mean, pool_var, m.grad, v.grad
 
     fused = step()
+    if layout == torch.channels_last:
+        assert all(t.is_contiguous(memory_format=layout) for t in fused)
     monkeypatch.setenv("NOISELAB_NATIVE", "0")
     assert not native.enabled()
     ops = step()

@@ -132,8 +132,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     pointer, size = ctypes.c_void_p, ctypes.c_int64
     lib.noiselab_relu_forward.argtypes = [pointer, pointer, size, pointer, pointer, size]
     lib.noiselab_relu_backward.argtypes = [pointer, pointer, size, pointer, pointer, pointer, pointer, size]
-    lib.noiselab_pool_forward.argtypes = [pointer, pointer, pointer, pointer, size, size]
-    lib.noiselab_pool_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, pointer, size, size]
+    lib.noiselab_pool_forward.argtypes = [pointer, pointer, pointer, pointer, size, size, size]
+    lib.noiselab_pool_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, pointer, size, size, size]
     lib.noiselab_normal_parts.argtypes = [pointer, pointer, pointer, pointer, size]
     for function in (lib.noiselab_normal_parts, lib.noiselab_relu_forward, lib.noiselab_relu_backward,
                      lib.noiselab_pool_forward, lib.noiselab_pool_backward):
@@ -141,12 +141,20 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
-def _variance_step(mean: Tensor, var: Tensor) -> tuple[Tensor, int]:
+def _layout(t: Tensor) -> torch.memory_format:
+    """The layout the kernels read t's family in: channels-last where t is stored so (and not also in the usual
+    layout), else the usual one. Every tensor of a call is brought to it (a copy only where one is not)."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _variance_step(var: Tensor, layout: torch.memory_format) -> tuple[Tensor, int]:
     """var as the kernels read it: one number (step 0) where every element's variance is the same stride-0 value,
-    else contiguous, like mean."""
+    else stored like mean."""
     if var.dim() > 0 and not any(var.stride()):
         return var, 0
-    return var.contiguous(), 1
+    return var.contiguous(memory_format=layout), 1
 
 
 def normal_parts(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -159,10 +167,11 @@ def normal_parts(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def relu_forward(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
-    """The moment ReLU's mean and variance (noiselab.moments._MomentReLU's values)."""
+    """The moment ReLU's mean and variance (noiselab.moments._MomentReLU's values), stored like mean."""
     lib = library()
-    mean = mean.contiguous()
-    var, step = _variance_step(mean, var)
+    layout = _layout(mean)
+    mean = mean.contiguous(memory_format=layout)
+    var, step = _variance_step(var, layout)
     out_mean, out_var = torch.empty_like(mean), torch.empty_like(mean)
     lib.noiselab_relu_forward(mean.data_ptr(), var.data_ptr(), step, out_mean.data_ptr(), out_var.data_ptr(),
                               mean.numel())
@@ -174,9 +183,10 @@ def relu_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: Tensor
     """The moment ReLU's gradients with respect to its input's mean and variance (the variance's, as a tensor of
     mean's shape, only when needs_var)."""
     lib = library()
-    mean = mean.contiguous()
-    var, step = _variance_step(mean, var)
-    grad_mean, grad_var = grad_mean.contiguous(), grad_var.contiguous()
+    layout = _layout(mean)
+    mean = mean.contiguous(memory_format=layout)
+    var, step = _variance_step(var, layout)
+    grad_mean, grad_var = grad_mean.contiguous(memory_format=layout), grad_var.contiguous(memory_format=layout)
     d_mean = torch.empty_like(mean)
     d_var = torch.empty_like(mean) if needs_var else None
     lib.noiselab_relu_backward(mean.data_ptr(), var.data_ptr(), step, grad_mean.data_ptr(), grad_var.data_ptr(),
@@ -184,14 +194,22 @@ def relu_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: Tensor
     return d_mean, d_var
 
 
+def _pool_layout(mean: Tensor) -> tuple[torch.memory_format, int]:
+    """The pool's layout (_layout) and its unit: 1 in the usual layout, C on channels-last (moments.c)."""
+    layout = _layout(mean)
+    return layout, mean.shape[1] if layout == torch.channels_last else 1
+
+
 def pool_forward(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
-    """Clark's 2x2 stride-2 max-pool of (..., H, W) Gaussians, H and W even (_ClarkPool2x2's values)."""
+    """Clark's 2x2 stride-2 max-pool of (B, C, H, W) Gaussians, H and W even (_ClarkPool2x2's values), stored like
+    mean (channels-last or the usual layout)."""
     lib = library()
-    mean, var = mean.contiguous(), var.contiguous()
-    *lead, height, width = mean.shape
-    out_mean = mean.new_empty((*lead, height // 2, width // 2))
+    layout, unit = _pool_layout(mean)
+    mean, var = mean.contiguous(memory_format=layout), var.contiguous(memory_format=layout)
+    b, c, height, width = mean.shape
+    out_mean = torch.empty((b, c, height // 2, width // 2), dtype=mean.dtype, memory_format=layout)
     out_var = torch.empty_like(out_mean)
-    lib.noiselab_pool_forward(mean.data_ptr(), var.data_ptr(), out_mean.data_ptr(), out_var.data_ptr(), width,
+    lib.noiselab_pool_forward(mean.data_ptr(), var.data_ptr(), out_mean.data_ptr(), out_var.data_ptr(), width, unit,
                               out_mean.numel())
     return out_mean, out_var
 
@@ -199,9 +217,10 @@ def pool_forward(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
 def pool_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: Tensor) -> tuple[Tensor, Tensor]:
     """Clark's 2x2 pool's gradients with respect to its input's means and variances."""
     lib = library()
-    mean, var = mean.contiguous(), var.contiguous()
-    grad_mean, grad_var = grad_mean.contiguous(), grad_var.contiguous()
+    layout, unit = _pool_layout(mean)
+    mean, var = mean.contiguous(memory_format=layout), var.contiguous(memory_format=layout)
+    grad_mean, grad_var = grad_mean.contiguous(memory_format=layout), grad_var.contiguous(memory_format=layout)
     d_mean, d_var = torch.empty_like(mean), torch.empty_like(mean)
     lib.noiselab_pool_backward(mean.data_ptr(), var.data_ptr(), grad_mean.data_ptr(), grad_var.data_ptr(),
-                               d_mean.data_ptr(), d_var.data_ptr(), mean.shape[-1], grad_mean.numel())
+                               d_mean.data_ptr(), d_var.data_ptr(), mean.shape[-1], unit, grad_mean.numel())
     return d_mean, d_var

@@ -101,9 +101,9 @@ static inline void relu_forward(const float *mean, const float *var, int64_t var
     for (int64_t i = 0; i < n; ++i) {
         float v = var[i * var_step];
         float vf = v < VAR_FLOOR ? VAR_FLOOR : v;
-        float s = sqrtf(vf);
+        float s = sqrtf(vf), inverse_s = 1.0f / s;
         float m = mean[i];
-        float a = m / s;
+        float a = m * inverse_s;
         float cdf, q, pdf;
         normal_parts(a, &cdf, &q, &pdf);
         out_mean[i] = fmaf(m, cdf, s * pdf);
@@ -118,7 +118,10 @@ void noiselab_relu_forward(const float *mean, const float *var, int64_t var_step
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
     for (int64_t c = 0; c < chunks; ++c) {
         int64_t begin = c * CHUNK, count = n - begin < CHUNK ? n - begin : CHUNK;
-        relu_forward(mean + begin, var + begin * var_step, var_step, out_mean + begin, out_var + begin, count);
+        if (var_step == 0) /* one variance: its square root and its floor hoisted out of the loop */
+            relu_forward(mean + begin, var, 0, out_mean + begin, out_var + begin, count);
+        else
+            relu_forward(mean + begin, var + begin, 1, out_mean + begin, out_var + begin, count);
     }
 }
 
@@ -128,9 +131,9 @@ static inline void relu_backward(const float *mean, const float *var, int64_t va
     for (int64_t i = 0; i < n; ++i) {
         float v = var[i * var_step];
         float vf = v < VAR_FLOOR ? VAR_FLOOR : v;
-        float s = sqrtf(vf);
+        float s = sqrtf(vf), inverse_s = 1.0f / s;
         float m = mean[i];
-        float a = m / s;
+        float a = m * inverse_s;
         float cdf, q, pdf;
         normal_parts(a, &cdf, &q, &pdf);
         float e = fmaf(m, cdf, s * pdf);
@@ -139,7 +142,7 @@ static inline void relu_backward(const float *mean, const float *var, int64_t va
         float gv = (ratio >= 0.0f && v > 0.0f) ? grad_var[i] : 0.0f;
         d_mean[i] = fmaf(gm, cdf, 2.0f * gv * e * q);
         if (with_var) {
-            float dv = gm * pdf / (2.0f * s) + gv * (cdf - pdf * fmaf(a, cdf, pdf));
+            float dv = gm * pdf * (0.5f * inverse_s) + gv * (cdf - pdf * fmaf(a, cdf, pdf));
             d_var[i] = v > VAR_FLOOR ? dv : 0.0f;
         }
     }
@@ -152,131 +155,200 @@ void noiselab_relu_backward(const float *mean, const float *var, int64_t var_ste
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
     for (int64_t c = 0; c < chunks; ++c) {
         int64_t begin = c * CHUNK, count = n - begin < CHUNK ? n - begin : CHUNK;
-        if (d_var)
-            relu_backward(mean + begin, var + begin * var_step, var_step, grad_mean + begin, grad_var + begin,
-                          d_mean + begin, d_var + begin, count, 1);
+        const float *v = var + begin * var_step, *gm = grad_mean + begin, *gv = grad_var + begin;
+        float *dm = d_mean + begin, *dv = d_var ? d_var + begin : d_var;
+        if (var_step == 0 && !d_var) /* where the noise enters, sigma fixed */
+            relu_backward(mean + begin, v, 0, gm, gv, dm, dv, count, 0);
+        else if (var_step == 0)
+            relu_backward(mean + begin, v, 0, gm, gv, dm, dv, count, 1);
+        else if (!d_var)
+            relu_backward(mean + begin, v, 1, gm, gv, dm, dv, count, 0);
         else
-            relu_backward(mean + begin, var + begin * var_step, var_step, grad_mean + begin, grad_var + begin,
-                          d_mean + begin, d_var, count, 0);
+            relu_backward(mean + begin, v, 1, gm, gv, dm, dv, count, 1);
     }
 }
 
-/* ---- Clark's max of two (noiselab.moments._max2_forward / _max2_backward) ---- */
+/* ---- Clark's max of two (noiselab.moments._max2_forward / _max2_backward): the forward keeps what the backward
+   needs in a Max2, so a tree's backward evaluates each pair's Phi once ---- */
 
-static inline void max2(float ma, float va, float mb, float vb, float *om, float *ov, int grad, float gm, float gv,
-                        float *dma, float *dva, float *dmb, float *dvb) {
+typedef struct {
+    float inverse_theta, alpha, cdf, cneg, pdf, difference, theta, grows, positive;
+} Max2;
+
+static inline Max2 max2_forward(float ma, float va, float mb, float vb, float *om, float *ov) {
+    Max2 s;
     float total = va + vb;
     float theta2 = total < VAR_FLOOR ? VAR_FLOOR : total;
-    float theta = sqrtf(theta2);
-    float alpha = (ma - mb) / theta;
-    float cdf, cneg, pdf;
-    normal_parts(alpha, &cdf, &cneg, &pdf);
-    *om = fmaf(theta, fmaf(alpha, cdf, pdf), mb);
-    float spread = (cdf * cneg) * (alpha * alpha) - pdf * fmaf(alpha, cdf - cneg, pdf);
-    float difference = va - vb;
-    float raw = fmaf(theta2, spread, fmaf(difference, cdf, vb));
+    s.theta = sqrtf(theta2);
+    s.inverse_theta = 1.0f / s.theta;
+    s.alpha = (ma - mb) * s.inverse_theta;
+    normal_parts(s.alpha, &s.cdf, &s.cneg, &s.pdf);
+    *om = fmaf(s.theta, fmaf(s.alpha, s.cdf, s.pdf), mb);
+    float spread = (s.cdf * s.cneg) * (s.alpha * s.alpha) - s.pdf * fmaf(s.alpha, s.cdf - s.cneg, s.pdf);
+    s.difference = va - vb;
+    float raw = fmaf(theta2, spread, fmaf(s.difference, s.cdf, vb));
     *ov = raw < 0.0f ? 0.0f : raw;
-    if (!grad)
-        return;
-    gv = raw >= 0.0f ? gv : 0.0f;
-    float alpha_term = pdf * difference / theta;
-    float dv_dmean = fmaf(fmaf(pdf, cneg - cdf, 2.0f * alpha * (cdf * cneg)), theta, alpha_term);
-    *dma = fmaf(gv, dv_dmean, gm * cdf);
-    *dmb = fmaf(-gv, dv_dmean, gm * cneg);
-    float through_theta = -pdf * fmaf(alpha, cdf - cneg, 2.0f * pdf) * 0.5f - alpha * alpha_term / (2.0f * theta);
-    float common = total > VAR_FLOOR ? fmaf(gv, through_theta, gm * pdf / (2.0f * theta)) : 0.0f;
-    *dva = fmaf(gv, cdf, common);
-    *dvb = fmaf(gv, cneg, common);
+    s.grows = total > VAR_FLOOR ? 1.0f : 0.0f;
+    s.positive = raw >= 0.0f ? 1.0f : 0.0f;
+    return s;
 }
 
-/* ---- Clark's 2x2 pool with stride 2 over rows of width `width` (even), in pairs of rows: output row r reads
-   input rows 2r and 2r + 1 (a (planes, H, W) input with H and W even, contiguous). Window (top-left, bottom-left,
-   top-right, bottom-right) = (0, 1, 2, 3): left = max(0, 1), right = max(2, 3), out = max(left, right), the
-   pairs of noiselab.moments._ClarkPool2x2. Outputs [begin, end) of the flat (planes * H/2 * W/2) output. The
-   windows are gathered into blocks so that the arithmetic runs over contiguous arrays. ---- */
+static inline void max2_backward(Max2 s, float gm, float gv, float *dma, float *dva, float *dmb, float *dvb) {
+    gv *= s.positive;
+    float alpha_term = s.pdf * s.difference * s.inverse_theta;
+    float dv_dmean = fmaf(fmaf(s.pdf, s.cneg - s.cdf, 2.0f * s.alpha * (s.cdf * s.cneg)), s.theta, alpha_term);
+    *dma = fmaf(gv, dv_dmean, gm * s.cdf);
+    *dmb = fmaf(-gv, dv_dmean, gm * s.cneg);
+    float half_inverse = 0.5f * s.inverse_theta;
+    float through_theta = -s.pdf * fmaf(s.alpha, s.cdf - s.cneg, 2.0f * s.pdf) * 0.5f
+                          - s.alpha * alpha_term * half_inverse;
+    float common = s.grows * fmaf(gv, through_theta, gm * s.pdf * half_inverse);
+    *dva = fmaf(gv, s.cdf, common);
+    *dvb = fmaf(gv, s.cneg, common);
+}
 
-static void gather(const float *x, int64_t width, int64_t begin, int64_t count, float corners[4][BLOCK]) {
-    int64_t half = width / 2, row = begin / half, column = begin % half;
+/* ---- Clark's 2x2 pool with stride 2, over a (planes, H, W) input in the usual layout (unit 1: planes = B * C) or
+   a (B, H, W, C) one, channels-last (unit C), H and W even, dense. Output row r (of B * C * H/2 or B * H/2) reads
+   input rows 2r and 2r + 1, each of width * unit floats; its outputs are the windows' (column, channel) pairs in
+   the order they are stored. Window (top-left, bottom-left, top-right, bottom-right) = (0, 1, 2, 3): left =
+   max(0, 1), right = max(2, 3), out = max(left, right), the pairs of noiselab.moments._ClarkPool2x2. The windows
+   are gathered into blocks of outputs [start, start + count) so that the arithmetic runs over contiguous arrays.
+   ---- */
+
+/* unit 1 (the usual layout): each output row's windows in one loop over its columns, which the compiler vectorizes
+   (the per-element bookkeeping of the general loop below cost as much as the pool's arithmetic) */
+static void gather_rows(const float *x, int64_t width, int64_t begin, int64_t count, float corners[4][BLOCK]) {
+    int64_t columns = width / 2, row = begin / columns, column = begin % columns;
+    for (int64_t k = 0; k < count; column = 0, ++row) {
+        int64_t n = columns - column < count - k ? columns - column : count - k;
+        const float *top = x + 2 * row * width + 2 * column, *bottom = top + width;
+        float *c0 = corners[0] + k, *c1 = corners[1] + k, *c2 = corners[2] + k, *c3 = corners[3] + k;
+        for (int64_t j = 0; j < n; ++j) {
+            c0[j] = top[2 * j];
+            c1[j] = bottom[2 * j];
+            c2[j] = top[2 * j + 1];
+            c3[j] = bottom[2 * j + 1];
+        }
+        k += n;
+    }
+}
+
+static void scatter_rows(float *x, int64_t width, int64_t begin, int64_t count, float corners[4][BLOCK]) {
+    int64_t columns = width / 2, row = begin / columns, column = begin % columns;
+    for (int64_t k = 0; k < count; column = 0, ++row) {
+        int64_t n = columns - column < count - k ? columns - column : count - k;
+        float *top = x + 2 * row * width + 2 * column, *bottom = top + width;
+        const float *c0 = corners[0] + k, *c1 = corners[1] + k, *c2 = corners[2] + k, *c3 = corners[3] + k;
+        for (int64_t j = 0; j < n; ++j) {
+            top[2 * j] = c0[j];
+            bottom[2 * j] = c1[j];
+            top[2 * j + 1] = c2[j];
+            bottom[2 * j + 1] = c3[j];
+        }
+        k += n;
+    }
+}
+
+static void gather(const float *x, int64_t width, int64_t unit, int64_t begin, int64_t count,
+                   float corners[4][BLOCK]) {
+    if (unit == 1) {
+        gather_rows(x, width, begin, count, corners);
+        return;
+    }
+    int64_t row_length = width * unit, columns = width / 2, per_row = columns * unit;
+    int64_t row = begin / per_row, column = begin % per_row / unit, channel = begin % unit;
     for (int64_t k = 0; k < count; ++k) {
-        const float *top = x + 2 * row * width + 2 * column;
+        const float *top = x + 2 * row * row_length + 2 * column * unit + channel;
         corners[0][k] = top[0];
-        corners[1][k] = top[width];
-        corners[2][k] = top[1];
-        corners[3][k] = top[width + 1];
-        if (++column == half) {
-            column = 0;
-            ++row;
+        corners[1][k] = top[row_length];
+        corners[2][k] = top[unit];
+        corners[3][k] = top[row_length + unit];
+        if (++channel == unit) {
+            channel = 0;
+            if (++column == columns) {
+                column = 0;
+                ++row;
+            }
         }
     }
 }
 
-static void scatter(float *x, int64_t width, int64_t begin, int64_t count, float corners[4][BLOCK]) {
-    int64_t half = width / 2, row = begin / half, column = begin % half;
+static void scatter(float *x, int64_t width, int64_t unit, int64_t begin, int64_t count, float corners[4][BLOCK]) {
+    if (unit == 1) {
+        scatter_rows(x, width, begin, count, corners);
+        return;
+    }
+    int64_t row_length = width * unit, columns = width / 2, per_row = columns * unit;
+    int64_t row = begin / per_row, column = begin % per_row / unit, channel = begin % unit;
     for (int64_t k = 0; k < count; ++k) {
-        float *top = x + 2 * row * width + 2 * column;
+        float *top = x + 2 * row * row_length + 2 * column * unit + channel;
         top[0] = corners[0][k];
-        top[width] = corners[1][k];
-        top[1] = corners[2][k];
-        top[width + 1] = corners[3][k];
-        if (++column == half) {
-            column = 0;
-            ++row;
+        top[row_length] = corners[1][k];
+        top[unit] = corners[2][k];
+        top[row_length + unit] = corners[3][k];
+        if (++channel == unit) {
+            channel = 0;
+            if (++column == columns) {
+                column = 0;
+                ++row;
+            }
         }
     }
 }
 
 static void pool_forward(const float *mean, const float *var, float *out_mean, float *out_var, int64_t width,
-                         int64_t start, int64_t count) {
+                         int64_t unit, int64_t start, int64_t count) {
     float m[4][BLOCK], v[4][BLOCK];
-    gather(mean, width, start, count, m);
-    gather(var, width, start, count, v);
+    gather(mean, width, unit, start, count, m);
+    gather(var, width, unit, start, count, v);
     float *om = out_mean + start, *ov = out_var + start;
 #pragma omp simd
     for (int64_t k = 0; k < count; ++k) {
-        float lm, lv, rm, rv, unused = 0.0f;
-        max2(m[0][k], v[0][k], m[1][k], v[1][k], &lm, &lv, 0, 0.0f, 0.0f, &unused, &unused, &unused, &unused);
-        max2(m[2][k], v[2][k], m[3][k], v[3][k], &rm, &rv, 0, 0.0f, 0.0f, &unused, &unused, &unused, &unused);
-        max2(lm, lv, rm, rv, &om[k], &ov[k], 0, 0.0f, 0.0f, &unused, &unused, &unused, &unused);
+        float lm, lv, rm, rv;
+        max2_forward(m[0][k], v[0][k], m[1][k], v[1][k], &lm, &lv);
+        max2_forward(m[2][k], v[2][k], m[3][k], v[3][k], &rm, &rv);
+        max2_forward(lm, lv, rm, rv, &om[k], &ov[k]);
     }
 }
 
 static void pool_backward(const float *mean, const float *var, const float *grad_mean, const float *grad_var,
-                          float *d_mean, float *d_var, int64_t width, int64_t start, int64_t count) {
+                          float *d_mean, float *d_var, int64_t width, int64_t unit, int64_t start, int64_t count) {
     float m[4][BLOCK], v[4][BLOCK], dm[4][BLOCK], dv[4][BLOCK];
-    gather(mean, width, start, count, m);
-    gather(var, width, start, count, v);
+    gather(mean, width, unit, start, count, m);
+    gather(var, width, unit, start, count, v);
     const float *gm = grad_mean + start, *gv = grad_var + start;
 #pragma omp simd
     for (int64_t k = 0; k < count; ++k) {
         float lm, lv, rm, rv, om, ov, dlm, dlv, drm, drv;
-        max2(m[0][k], v[0][k], m[1][k], v[1][k], &lm, &lv, 0, 0.0f, 0.0f, &dlm, &dlv, &drm, &drv);
-        max2(m[2][k], v[2][k], m[3][k], v[3][k], &rm, &rv, 0, 0.0f, 0.0f, &dlm, &dlv, &drm, &drv);
-        max2(lm, lv, rm, rv, &om, &ov, 1, gm[k], gv[k], &dlm, &dlv, &drm, &drv);
-        max2(m[0][k], v[0][k], m[1][k], v[1][k], &lm, &lv, 1, dlm, dlv, &dm[0][k], &dv[0][k], &dm[1][k], &dv[1][k]);
-        max2(m[2][k], v[2][k], m[3][k], v[3][k], &rm, &rv, 1, drm, drv, &dm[2][k], &dv[2][k], &dm[3][k], &dv[3][k]);
+        Max2 left = max2_forward(m[0][k], v[0][k], m[1][k], v[1][k], &lm, &lv);
+        Max2 right = max2_forward(m[2][k], v[2][k], m[3][k], v[3][k], &rm, &rv);
+        Max2 top = max2_forward(lm, lv, rm, rv, &om, &ov);
+        max2_backward(top, gm[k], gv[k], &dlm, &dlv, &drm, &drv);
+        max2_backward(left, dlm, dlv, &dm[0][k], &dv[0][k], &dm[1][k], &dv[1][k]);
+        max2_backward(right, drm, drv, &dm[2][k], &dv[2][k], &dm[3][k], &dv[3][k]);
     }
-    scatter(d_mean, width, start, count, dm);
-    scatter(d_var, width, start, count, dv);
+    scatter(d_mean, width, unit, start, count, dm);
+    scatter(d_var, width, unit, start, count, dv);
 }
 
-/* n: the number of outputs (planes * H/2 * W/2) */
+/* n: the number of outputs (B * C * H/2 * W/2) */
 void noiselab_pool_forward(const float *mean, const float *var, float *out_mean, float *out_var, int64_t width,
-                           int64_t n) {
+                           int64_t unit, int64_t n) {
     int64_t blocks = (n + BLOCK - 1) / BLOCK;
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN / 4)
     for (int64_t b = 0; b < blocks; ++b) {
         int64_t start = b * BLOCK;
-        pool_forward(mean, var, out_mean, out_var, width, start, n - start < BLOCK ? n - start : BLOCK);
+        pool_forward(mean, var, out_mean, out_var, width, unit, start, n - start < BLOCK ? n - start : BLOCK);
     }
 }
 
 void noiselab_pool_backward(const float *mean, const float *var, const float *grad_mean, const float *grad_var,
-                            float *d_mean, float *d_var, int64_t width, int64_t n) {
+                            float *d_mean, float *d_var, int64_t width, int64_t unit, int64_t n) {
     int64_t blocks = (n + BLOCK - 1) / BLOCK;
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN / 4)
     for (int64_t b = 0; b < blocks; ++b) {
         int64_t start = b * BLOCK;
         int64_t count = n - start < BLOCK ? n - start : BLOCK;
-        pool_backward(mean, var, grad_mean, grad_var, d_mean, d_var, width, start, count);
+        pool_backward(mean, var, grad_mean, grad_var, d_mean, d_var, width, unit, start, count);
     }
 }
