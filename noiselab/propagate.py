@@ -34,7 +34,16 @@ from .covariance import (
     maxpool_covariance,
     relu_covariance,
 )
-from .moments import POOL_RULES, RELU_RULES, _check_rule, _pair, avgpool_moments, maxpool_moments, relu_moments
+from .moments import (
+    POOL_RULES,
+    RELU_RULES,
+    _check_rule,
+    _pair,
+    avgpool_moments,
+    maxpool_moments,
+    relu_maxpool_moments,
+    relu_moments,
+)
 
 
 class Gaussian(NamedTuple):
@@ -294,6 +303,10 @@ def propagate_unchecked(
         name, layer = rest[index]
         following = rest[index + 1][1] if index + 1 < len(rest) else None
         prerelu = rules.pool == "clark-prerelu" and isinstance(layer, nn.ReLU) and isinstance(following, nn.MaxPool2d)
+        # a ReLU right before a max-pool, the ReLU's own output not wanted: both rules in one call (one fused kernel
+        # for the moment ReLU and Clark's 2x2 pool, where noiselab.native runs)
+        pair = not prerelu and not return_layers and covariance == "diagonal" and isinstance(layer, nn.ReLU) and \
+            isinstance(following, nn.MaxPool2d)
         if prerelu and return_layers:  # the ReLU's own output, for the record (the explorer); not on the way on
             record.append(LayerMoments(name, type(layer).__name__, *relu_moments(mean, var, rules.relu)))
         if covariance != "diagonal" and (cov is not None or _correlates(following if prerelu else layer)):
@@ -306,9 +319,13 @@ def propagate_unchecked(
             # max_j ReLU(z_j) = ReLU(max_j z_j): Clark's max over the ReLU's inputs, Gaussians (exactly so, and
             # independent, where the noise enters), then the ReLU rule on one Gaussian per window
             mean, var = relu_moments(*_maxpool2d(following, mean, var, rules), rules.relu)
+        elif pair:
+            mean, var = relu_maxpool_moments(mean, var, rules.relu, rules.pool, following.kernel_size,
+                                             following.stride, following.padding, following.dilation,
+                                             following.ceil_mode)
         else:
             mean, var = _rule_for(layer)(layer, mean, var, rules)
-        if prerelu:
+        if prerelu or pair:
             name, layer, index = rest[index + 1][0], following, index + 1
         if return_layers:
             record.append(LayerMoments(name, type(layer).__name__, mean, var))

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from noiselab import maxpool_moments, native, relu_moments
+from noiselab import maxpool_moments, native, propagate, relu_moments
+from noiselab.models import build
+from noiselab.moments import relu_maxpool_moments
 from noiselab.train import TrainConfig, train
 
 QUICK = dict(model="demo-cnn", batch_size=64, epochs=2, train_limit=640, device="cpu")
@@ -106,6 +108,61 @@ def test_the_fused_clark_pool_follows_float64(shape, layout):
     torch.testing.assert_close(values32[1], values64[1], rtol=1e-5, atol=1e-5)
     for one, other in zip(grads32, grads64):
         torch.testing.assert_close(one, other, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("one_variance", [True, False])
+def test_the_fused_relu_then_pool_follows_float64_and_the_two_rules_in_turn(one_variance, layout):
+    """The moment ReLU and Clark's 2x2 pool as one kernel (relu_maxpool_moments) against the float64 formulation,
+    and against the two fused rules one after the other in float32: values and gradients, sigma's too where the
+    variance is one learned sigma^2 (the first ReLU, where the noise enters)."""
+    generator = torch.Generator().manual_seed(4)
+    mean = 2 * torch.randn(3, 4, 8, 6, generator=generator, dtype=torch.float64)
+    mean.view(-1)[:4] = torch.tensor([0.5, 0.5, -30.0, 40.0], dtype=torch.float64)  # a tie, far below and above 0
+    mean = mean.contiguous(memory_format=layout)
+    if one_variance:
+        second = torch.tensor(0.6, dtype=torch.float64)
+
+        def variance(m, s):
+            return (s * s).expand_as(m)
+    else:
+        second = 0.02 + torch.rand(3, 4, 8, 6, generator=generator, dtype=torch.float64)
+        second.view(-1)[4:6] = 0.0  # no variance
+        second = second.contiguous(memory_format=layout)
+
+        def variance(m, v):
+            return v
+
+    def fused(m, other):
+        return relu_maxpool_moments(m, variance(m, other), "moment", "clark")
+
+    def in_turn(m, other):
+        return maxpool_moments(*relu_moments(m, variance(m, other), "moment"), "clark")
+
+    inputs = [mean.requires_grad_(), second.requires_grad_()]
+    (values64, grads64), (values32, grads32) = reference_and_fused(fused, inputs)
+    (_, _), (turn_values, turn_grads) = reference_and_fused(in_turn, inputs)
+    for one, reference, turn in zip((*values32, *grads32), (*values64, *grads64), (*turn_values, *turn_grads)):
+        torch.testing.assert_close(one, reference, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(one, turn, rtol=1e-6, atol=1e-6)
+
+
+def test_propagate_takes_a_relu_and_its_pool_at_once_with_the_same_result():
+    """LeNet5 under the moment and Clark rules: propagate's output and gradients when it runs each ReLU and its pool
+    as one kernel equal those of the layer-by-layer pass it makes to record every layer (return_layers=True)."""
+    torch.manual_seed(5)
+    model = build("lenet5")
+    x = torch.rand(16, 1, 28, 28)
+
+    def run(return_layers):
+        model.zero_grad()
+        out = propagate(model, x, 0.5, relu="moment", pool="clark", return_layers=return_layers)
+        out = out[0] if return_layers else out
+        (out.mean.square().sum() + out.var.sum()).backward()
+        return [out.mean.detach(), out.var.detach(), *(p.grad.clone() for p in model.parameters())]
+
+    for one, other in zip(run(False), run(True)):
+        torch.testing.assert_close(one, other, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])

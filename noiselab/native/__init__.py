@@ -135,8 +135,12 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.noiselab_pool_forward.argtypes = [pointer, pointer, pointer, pointer, size, size, size]
     lib.noiselab_pool_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, pointer, size, size, size]
     lib.noiselab_normal_parts.argtypes = [pointer, pointer, pointer, pointer, size]
+    lib.noiselab_relu_pool_forward.argtypes = [pointer, pointer, size, pointer, pointer, size, size, size]
+    lib.noiselab_relu_pool_backward.argtypes = [pointer, pointer, size, pointer, pointer, pointer, pointer, size, size,
+                                                size]
     for function in (lib.noiselab_normal_parts, lib.noiselab_relu_forward, lib.noiselab_relu_backward,
-                     lib.noiselab_pool_forward, lib.noiselab_pool_backward):
+                     lib.noiselab_pool_forward, lib.noiselab_pool_backward, lib.noiselab_relu_pool_forward,
+                     lib.noiselab_relu_pool_backward):
         function.restype = None
     return lib
 
@@ -223,4 +227,36 @@ def pool_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: Tensor
     d_mean, d_var = torch.empty_like(mean), torch.empty_like(mean)
     lib.noiselab_pool_backward(mean.data_ptr(), var.data_ptr(), grad_mean.data_ptr(), grad_var.data_ptr(),
                                d_mean.data_ptr(), d_var.data_ptr(), mean.shape[-1], unit, grad_mean.numel())
+    return d_mean, d_var
+
+
+def relu_pool_forward(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """The moment ReLU, then Clark's 2x2 pool, of (B, C, H, W) Gaussians, H and W even, in one pass: the values of
+    relu_forward then pool_forward, without the ReLU's outputs in memory. var may be one stride-0 variance."""
+    lib = library()
+    layout, unit = _pool_layout(mean)
+    mean = mean.contiguous(memory_format=layout)
+    var, step = _variance_step(var, layout)
+    b, c, height, width = mean.shape
+    out_mean = torch.empty((b, c, height // 2, width // 2), dtype=mean.dtype, memory_format=layout)
+    out_var = torch.empty_like(out_mean)
+    lib.noiselab_relu_pool_forward(mean.data_ptr(), var.data_ptr(), step, out_mean.data_ptr(), out_var.data_ptr(),
+                                   width, unit, out_mean.numel())
+    return out_mean, out_var
+
+
+def relu_pool_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: Tensor,
+                       needs_var: bool) -> tuple[Tensor, Tensor | None]:
+    """relu_pool_forward's gradients with respect to its input's means and variances (the variances', as a tensor
+    of mean's shape, only when needs_var)."""
+    lib = library()
+    layout, unit = _pool_layout(mean)
+    mean = mean.contiguous(memory_format=layout)
+    var, step = _variance_step(var, layout)
+    grad_mean, grad_var = grad_mean.contiguous(memory_format=layout), grad_var.contiguous(memory_format=layout)
+    d_mean = torch.empty_like(mean)
+    d_var = torch.empty_like(mean) if needs_var else None
+    lib.noiselab_relu_pool_backward(mean.data_ptr(), var.data_ptr(), step, grad_mean.data_ptr(), grad_var.data_ptr(),
+                                    d_mean.data_ptr(), d_var.data_ptr() if needs_var else None, mean.shape[-1], unit,
+                                    grad_mean.numel())
     return d_mean, d_var

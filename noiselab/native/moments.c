@@ -95,21 +95,40 @@ void noiselab_normal_parts(const float *a, float *cdf, float *cdf_neg, float *pd
 
 /* ---- the moment ReLU (noiselab.moments._MomentReLU): var_step 0 reads one variance for every element ---- */
 
+/* One element's rule, and what its gradient needs (a Relu), so that the fused ReLU -> pool below shares it. */
+typedef struct {
+    float inverse_s, a, cdf, q, pdf, e, keep, grows;
+} Relu;
+
+static inline Relu relu_moment(float m, float v, float *out_mean, float *out_var) {
+    Relu r;
+    float vf = v < VAR_FLOOR ? VAR_FLOOR : v;
+    float s = sqrtf(vf);
+    r.inverse_s = 1.0f / s;
+    r.a = m * r.inverse_s;
+    normal_parts(r.a, &r.cdf, &r.q, &r.pdf);
+    r.e = fmaf(m, r.cdf, s * r.pdf);
+    float ratio = (r.q * r.cdf) * (r.a * r.a) + r.cdf - r.pdf * fmaf(r.a, r.cdf - r.q, r.pdf);
+    r.keep = (ratio >= 0.0f && v > 0.0f) ? 1.0f : 0.0f;
+    r.grows = v > VAR_FLOOR ? 1.0f : 0.0f;
+    *out_mean = r.e;
+    *out_var = (ratio >= 0.0f && v > 0.0f) ? ratio * vf : 0.0f;
+    return r;
+}
+
+/* selects where the torch formulation has torch.where (a non-finite gradient where the mask is off gives 0) */
+static inline float relu_gradient(Relu r, float gm, float gv, float *d_var) {
+    gv = r.keep != 0.0f ? gv : 0.0f;
+    float dv = gm * r.pdf * (0.5f * r.inverse_s) + gv * (r.cdf - r.pdf * fmaf(r.a, r.cdf, r.pdf));
+    *d_var = r.grows != 0.0f ? dv : 0.0f;
+    return fmaf(gm, r.cdf, 2.0f * gv * r.e * r.q);
+}
+
 static inline void relu_forward(const float *mean, const float *var, int64_t var_step, float *out_mean,
                                 float *out_var, int64_t n) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) {
-        float v = var[i * var_step];
-        float vf = v < VAR_FLOOR ? VAR_FLOOR : v;
-        float s = sqrtf(vf), inverse_s = 1.0f / s;
-        float m = mean[i];
-        float a = m * inverse_s;
-        float cdf, q, pdf;
-        normal_parts(a, &cdf, &q, &pdf);
-        out_mean[i] = fmaf(m, cdf, s * pdf);
-        float ratio = (q * cdf) * (a * a) + cdf - pdf * fmaf(a, cdf - q, pdf);
-        out_var[i] = (ratio >= 0.0f && v > 0.0f) ? ratio * vf : 0.0f;
-    }
+    for (int64_t i = 0; i < n; ++i)
+        relu_moment(mean[i], var[i * var_step], &out_mean[i], &out_var[i]);
 }
 
 void noiselab_relu_forward(const float *mean, const float *var, int64_t var_step, float *out_mean, float *out_var,
@@ -129,22 +148,11 @@ static inline void relu_backward(const float *mean, const float *var, int64_t va
                                  const float *grad_var, float *d_mean, float *d_var, int64_t n, int with_var) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-        float v = var[i * var_step];
-        float vf = v < VAR_FLOOR ? VAR_FLOOR : v;
-        float s = sqrtf(vf), inverse_s = 1.0f / s;
-        float m = mean[i];
-        float a = m * inverse_s;
-        float cdf, q, pdf;
-        normal_parts(a, &cdf, &q, &pdf);
-        float e = fmaf(m, cdf, s * pdf);
-        float ratio = (q * cdf) * (a * a) + cdf - pdf * fmaf(a, cdf - q, pdf);
-        float gm = grad_mean[i];
-        float gv = (ratio >= 0.0f && v > 0.0f) ? grad_var[i] : 0.0f;
-        d_mean[i] = fmaf(gm, cdf, 2.0f * gv * e * q);
-        if (with_var) {
-            float dv = gm * pdf * (0.5f * inverse_s) + gv * (cdf - pdf * fmaf(a, cdf, pdf));
-            d_var[i] = v > VAR_FLOOR ? dv : 0.0f;
-        }
+        float om, ov, dv;
+        Relu r = relu_moment(mean[i], var[i * var_step], &om, &ov);
+        d_mean[i] = relu_gradient(r, grad_mean[i], grad_var[i], &dv);
+        if (with_var)
+            d_var[i] = dv;
     }
 }
 
@@ -350,5 +358,88 @@ void noiselab_pool_backward(const float *mean, const float *var, const float *gr
         int64_t start = b * BLOCK;
         int64_t count = n - start < BLOCK ? n - start : BLOCK;
         pool_backward(mean, var, grad_mean, grad_var, d_mean, d_var, width, unit, start, count);
+    }
+}
+
+/* ---- the moment ReLU, then Clark's 2x2 pool, in one pass (noiselab.moments.relu_pool_moments): the ReLU's outputs
+   and their gradients never go to memory. var_step 0: one variance for every element; d_var NULL: its gradient is
+   not wanted. ---- */
+
+static void relu_pool_forward(const float *mean, const float *var, int64_t var_step, float *out_mean,
+                              float *out_var, int64_t width, int64_t unit, int64_t start, int64_t count) {
+    float m[4][BLOCK], v[4][BLOCK];
+    gather(mean, width, unit, start, count, m);
+    if (var_step)
+        gather(var, width, unit, start, count, v);
+    float *om = out_mean + start, *ov = out_var + start;
+#pragma omp simd
+    for (int64_t k = 0; k < count; ++k) {
+        float rm[4], rv[4], lm, lv, qm, qv; /* the four corners written out: a loop here keeps this one scalar */
+        relu_moment(m[0][k], var_step ? v[0][k] : var[0], &rm[0], &rv[0]);
+        relu_moment(m[1][k], var_step ? v[1][k] : var[0], &rm[1], &rv[1]);
+        relu_moment(m[2][k], var_step ? v[2][k] : var[0], &rm[2], &rv[2]);
+        relu_moment(m[3][k], var_step ? v[3][k] : var[0], &rm[3], &rv[3]);
+        max2_forward(rm[0], rv[0], rm[1], rv[1], &lm, &lv);
+        max2_forward(rm[2], rv[2], rm[3], rv[3], &qm, &qv);
+        max2_forward(lm, lv, qm, qv, &om[k], &ov[k]);
+    }
+}
+
+static void relu_pool_backward(const float *mean, const float *var, int64_t var_step, const float *grad_mean,
+                               const float *grad_var, float *d_mean, float *d_var, int64_t width, int64_t unit,
+                               int64_t start, int64_t count) {
+    float m[4][BLOCK], v[4][BLOCK], dm[4][BLOCK], dv[4][BLOCK];
+    gather(mean, width, unit, start, count, m);
+    if (var_step)
+        gather(var, width, unit, start, count, v);
+    const float *gm = grad_mean + start, *gv = grad_var + start;
+#pragma omp simd
+    for (int64_t k = 0; k < count; ++k) {
+        float rm[4], rv[4], gm4[4], gv4[4], lm, lv, qm, qv, om, ov;
+        Relu r0 = relu_moment(m[0][k], var_step ? v[0][k] : var[0], &rm[0], &rv[0]);
+        Relu r1 = relu_moment(m[1][k], var_step ? v[1][k] : var[0], &rm[1], &rv[1]);
+        Relu r2 = relu_moment(m[2][k], var_step ? v[2][k] : var[0], &rm[2], &rv[2]);
+        Relu r3 = relu_moment(m[3][k], var_step ? v[3][k] : var[0], &rm[3], &rv[3]);
+        Max2 left = max2_forward(rm[0], rv[0], rm[1], rv[1], &lm, &lv);
+        Max2 right = max2_forward(rm[2], rv[2], rm[3], rv[3], &qm, &qv);
+        Max2 top = max2_forward(lm, lv, qm, qv, &om, &ov);
+        float dlm, dlv, dqm, dqv;
+        max2_backward(top, gm[k], gv[k], &dlm, &dlv, &dqm, &dqv);
+        max2_backward(left, dlm, dlv, &gm4[0], &gv4[0], &gm4[1], &gv4[1]);
+        max2_backward(right, dqm, dqv, &gm4[2], &gv4[2], &gm4[3], &gv4[3]);
+        dm[0][k] = relu_gradient(r0, gm4[0], gv4[0], &dv[0][k]);
+        dm[1][k] = relu_gradient(r1, gm4[1], gv4[1], &dv[1][k]);
+        dm[2][k] = relu_gradient(r2, gm4[2], gv4[2], &dv[2][k]);
+        dm[3][k] = relu_gradient(r3, gm4[3], gv4[3], &dv[3][k]);
+    }
+    scatter(d_mean, width, unit, start, count, dm);
+    if (d_var)
+        scatter(d_var, width, unit, start, count, dv);
+}
+
+void noiselab_relu_pool_forward(const float *mean, const float *var, int64_t var_step, float *out_mean,
+                                float *out_var, int64_t width, int64_t unit, int64_t n) {
+    int64_t blocks = (n + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN / 4)
+    for (int64_t b = 0; b < blocks; ++b) {
+        int64_t start = b * BLOCK, count = n - start < BLOCK ? n - start : BLOCK;
+        if (var_step)
+            relu_pool_forward(mean, var, 1, out_mean, out_var, width, unit, start, count);
+        else
+            relu_pool_forward(mean, var, 0, out_mean, out_var, width, unit, start, count);
+    }
+}
+
+void noiselab_relu_pool_backward(const float *mean, const float *var, int64_t var_step, const float *grad_mean,
+                                 const float *grad_var, float *d_mean, float *d_var, int64_t width, int64_t unit,
+                                 int64_t n) {
+    int64_t blocks = (n + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN / 4)
+    for (int64_t b = 0; b < blocks; ++b) {
+        int64_t start = b * BLOCK, count = n - start < BLOCK ? n - start : BLOCK;
+        if (var_step)
+            relu_pool_backward(mean, var, 1, grad_mean, grad_var, d_mean, d_var, width, unit, start, count);
+        else
+            relu_pool_backward(mean, var, 0, grad_mean, grad_var, d_mean, d_var, width, unit, start, count);
     }
 }
