@@ -17,8 +17,9 @@
 6. compile: the same step through torch.compile against eager: the first call's time (compiling) and the steady
    state; a compile that fails is recorded with its error and the eager figure stands (minutes on a CPU);
 7. native (a CPU): the moment ReLU (with one variance everywhere, as where the noise enters, and with a variance
-   per element) and Clark's 2x2 pool as torch ops and as noiselab.native's fused kernels, forward and
-   forward+backward, in the usual layout as training runs them, at LeNet5's first activation's size.
+   per element), Clark's 2x2 pool, and the two in turn with one variance (LeNet5's first ReLU and pool: one kernel),
+   as torch ops and as noiselab.native's fused kernels, forward and forward+backward, in the usual layout as
+   training runs them, at LeNet5's first activation's size.
 
 Variants are interleaved over --rounds rounds and the median reported, so a machine that slows down for a while
 does not favour one. Results as JSON with the config, versions and device (bench/results/core_ops-<device>.json).
@@ -45,7 +46,7 @@ from noiselab import data as data_module  # noqa: E402
 from noiselab.experiments.records import environment, write_json  # noqa: E402
 from noiselab.loss import _terms  # noqa: E402
 from noiselab.models import build  # noqa: E402
-from noiselab.moments import maxpool_moments, relu_moments  # noqa: E402
+from noiselab.moments import maxpool_moments, relu_maxpool_moments, relu_moments  # noqa: E402
 from noiselab.propagate import Rules, propagate_unchecked, sequential_layers  # noqa: E402
 from noiselab.train import TrainConfig, resolve_device, train  # noqa: E402
 
@@ -278,7 +279,9 @@ def native_section(device, rounds, repeats) -> list[dict]:
     one_variance = torch.tensor(0.25).expand(shape)
     rules = {"relu moment, one variance": lambda m, v: relu_moments(m, one_variance, "moment"),
              "relu moment": lambda m, v: relu_moments(m, v, "moment"),
-             "pool clark 2x2": lambda m, v: maxpool_moments(m, v, "clark")}
+             "pool clark 2x2": lambda m, v: maxpool_moments(m, v, "clark"),
+             "relu moment then pool clark 2x2, one variance":
+                 lambda m, v: relu_maxpool_moments(m, one_variance, "moment", "clark")}
 
     def run(rule, on, backward):
         def call():

@@ -1,8 +1,9 @@
 """Fused CPU kernels for the moment ReLU and Clark's 2x2 max-pool (moments.c beside this file), float32.
 
 On a CPU the moment rules are chains of element-wise ops, each a pass over the whole activation; these kernels do
-each rule's forward, and each backward, in one pass (bench/core_ops.py --only native measures them against the
-torch formulation side by side). noiselab.moments calls them for float32 CPU tensors and keeps its torch
+each rule's forward, and each backward, in one pass, and a ReLU with the pool after it in one pass too (the ReLU's
+outputs never go to memory). bench/core_ops.py --only native measures them against the torch formulation side by
+side. noiselab.moments calls them for float32 CPU tensors and keeps its torch
 formulation for everything else (float64, CUDA) and as the reference the tests hold them to.
 
 The C file is compiled once per machine with the system's C compiler (cc, or $CC) into the user's cache folder

@@ -1,10 +1,10 @@
-/* Fused CPU kernels for the moment ReLU and Clark's 2x2 max-pool (noiselab.moments), float32.
+/* Fused CPU kernels for the moment ReLU, Clark's 2x2 max-pool, and the two in turn (noiselab.moments), float32.
 
    Each kernel is one pass over memory: it reads its inputs once and writes its outputs once, and the backward
    recomputes what the forward derived instead of reading it back (the torch formulation runs a pass per
-   element-wise op: about thirty for the pool's forward and backward). The formulas are the ones noiselab.moments
-   states, in the same order of pairs; noiselab/native/__init__.py builds this file with the system's C compiler
-   and falls back to the torch formulation when there is none.
+   element-wise op). The formulas are the ones noiselab.moments states, in the same order of pairs;
+   noiselab/native/__init__.py builds this file with the system's C compiler and falls back to the torch
+   formulation when there is none.
 
    Phi and phi come from one exp: Phi(-|a|) = phi(a) t h(2t - 1) with t = 3 / (3 + |a|), where h is a
    Chebyshev series fitted to the Mills ratio Q(u) / phi(u) divided by t (relative error 1.5e-9 in exact
