@@ -236,6 +236,22 @@ def test_the_library_is_built_once_into_the_cache_and_a_missing_compiler_leaves_
     # a fresh cache and no compiler: a warning naming the fix, and the same rule as torch ops
     third = probe(tmp_path / "empty", CC="/nonexistent/cc")
     assert not third["enabled"]
-    assert any("Install a C compiler" in w for w in third["warnings"]), third["warnings"]
+    (warning,) = third["warnings"]
+    assert "/nonexistent/cc could not build moments.c" in warning and "install a working C compiler" in warning
     assert third["mean"] == pytest.approx(first["mean"], rel=1e-6)
     assert third["var"] == pytest.approx(first["var"], rel=1e-6)
+
+
+def test_a_damaged_library_in_the_cache_is_built_again_and_an_unwritable_cache_is_named(tmp_path):
+    probe(tmp_path)
+    (library,) = (tmp_path / "noiselab").glob("native-moments-*.so")
+    library.write_bytes(b"not a shared library")
+    again = probe(tmp_path)
+    assert again["enabled"] and not again["warnings"] and library.read_bytes() != b"not a shared library"
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    refused = probe(blocked)  # the cache folder would be inside a file
+    assert not refused["enabled"]
+    (warning,) = refused["warnings"]
+    assert "cannot be kept in" in warning and "XDG_CACHE_HOME" in warning
+    assert refused["mean"] == pytest.approx(again["mean"], rel=1e-6)

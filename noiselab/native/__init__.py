@@ -54,6 +54,10 @@ _library: ctypes.CDLL | None = None
 _tried = False
 
 
+class Unavailable(RuntimeError):
+    """Why the kernels cannot run here, and what would let them."""
+
+
 def enabled() -> bool:
     """Whether the fused kernels run here (built and loaded now if they have not been yet)."""
     return library() is not None
@@ -69,20 +73,33 @@ def library() -> ctypes.CDLL | None:
     with _lock:
         if not _tried:
             try:
-                _library = _declare(ctypes.CDLL(str(build())))
-            except (OSError, RuntimeError) as problem:
-                warnings.warn(f"noiselab's fused CPU kernels are off ({problem}); the moment rules run as torch ops, "
-                              "with the same results but slower. Install a C compiler (Debian: apt-get install gcc) "
-                              "to turn them on.", RuntimeWarning, stacklevel=3)
+                _library = _load()
+            except Unavailable as problem:
+                warnings.warn(f"noiselab's fused CPU kernels are off: {problem}. The moment rules run as torch ops "
+                              "instead (the same results, slower).", RuntimeWarning, stacklevel=3)
                 _library = None
             _tried = True
     return _library
 
 
+def _load() -> ctypes.CDLL:
+    path = build()
+    try:
+        return _declare(ctypes.CDLL(str(path)))
+    except (OSError, AttributeError):  # a damaged or foreign file where the library should be: built anew, once
+        path.unlink(missing_ok=True)
+        path = build()
+        try:
+            return _declare(ctypes.CDLL(str(path)))
+        except (OSError, AttributeError) as problem:
+            raise Unavailable(f"cannot load {path} ({problem}); delete it to have it built again") from None
+
+
 def _compiler() -> str:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not compiler:
-        raise RuntimeError("no C compiler found (cc, gcc or clang on PATH, or $CC)")
+        raise Unavailable("no C compiler was found (cc, gcc or clang on PATH, or $CC); install one (Debian: "
+                          "apt-get install gcc) to turn them on")
     return compiler
 
 
@@ -101,7 +118,10 @@ def build() -> Path:
     """The compiled library's path, compiled now unless the cache holds one for this source and this machine.
     Concurrent processes each compile into their own file and rename it into place."""
     source = SOURCE.read_bytes()
-    folder = cache_folder()
+    try:
+        folder = cache_folder()
+    except RuntimeError as problem:
+        raise Unavailable(f"{problem}; set XDG_CACHE_HOME to a writable folder") from None
     paths = []
     for flags in FLAG_SETS:
         key = hashlib.sha256(b"\0".join([source, _machine().encode(), " ".join(flags).encode()]))
@@ -110,7 +130,11 @@ def build() -> Path:
         if path.is_file():
             return path
     compiler = _compiler()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as problem:
+        raise Unavailable(f"the compiled kernels cannot be kept in {folder} ({problem.strerror}); make it writable or "
+                          "set XDG_CACHE_HOME to a writable folder") from None
     problems = []
     for flags, path in zip(FLAG_SETS, paths):
         temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -126,7 +150,8 @@ def build() -> Path:
             problems.append(str(problem))
         finally:
             temporary.unlink(missing_ok=True)
-    raise RuntimeError(f"{compiler} could not build {SOURCE.name}: {'; '.join(problems)}")
+    raise Unavailable(f"{compiler} could not build {SOURCE.name} ({'; '.join(dict.fromkeys(problems))}); install a "
+                      "working C compiler (Debian: apt-get install gcc) or set CC to one")
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
