@@ -473,8 +473,8 @@ def train(
         model.to(memory_format=torch.channels_last)
     # the moment ReLU and Clark's pool run as noiselab.native's fused kernels on a CPU where they could be built: the
     # same formulas, another rounding (each epoch's record says which ran)
-    fused = device.type == "cpu" and config.method == "noise" and native.enabled() and \
-        (config.relu == "moment" or config.pool in CLARK_POOLS)
+    fused = device.type == "cpu" and config.method == "noise" and \
+        (config.relu == "moment" or config.pool in CLARK_POOLS) and native.enabled()
     layers = sequential_layers(model)
     first_weight = layers[noise_entry(layers)][1].weight
     probe = images[:PROBE_EXAMPLES]

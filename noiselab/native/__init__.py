@@ -3,8 +3,8 @@
 On a CPU the moment rules are chains of element-wise ops, each a pass over the whole activation; these kernels do
 each rule's forward, and each backward, in one pass, and a ReLU with the pool after it in one pass too (the ReLU's
 outputs never go to memory). bench/core_ops.py --only native measures them against the torch formulation side by
-side. noiselab.moments calls them for float32 CPU tensors and keeps its torch
-formulation for everything else (float64, CUDA) and as the reference the tests hold them to.
+side. noiselab.moments calls them for float32 CPU tensors and keeps its torch formulation for everything else
+(float64, CUDA) and as the reference the tests hold them to.
 
 The C file is compiled once per machine with the system's C compiler (cc, or $CC) into the user's cache folder
 (noiselab._files.cache_folder) and loaded with ctypes: no build step at install, nothing to download. Where there
