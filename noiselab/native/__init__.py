@@ -187,24 +187,39 @@ def _variance_step(var: Tensor, layout: torch.memory_format) -> tuple[Tensor, in
     return var.contiguous(memory_format=layout), 1
 
 
+def _operands(layout: torch.memory_format, mean: Tensor, var: Tensor, *grads: Tensor):
+    """mean, var, var's step (_variance_step) and the gradients, each stored as the kernels read them."""
+    return (mean.contiguous(memory_format=layout), *_variance_step(var, layout),
+            *(g.contiguous(memory_format=layout) for g in grads))
+
+
+def _kernels() -> ctypes.CDLL:
+    """The loaded library, for a call whose forward ran on it (even if NOISELAB_NATIVE has been set to 0 since)."""
+    return _library if _library is not None else library()
+
+
+def _pointers(*tensors: Tensor | None) -> list[int | None]:
+    return [None if t is None else t.data_ptr() for t in tensors]
+
+
+def _gradients(mean: Tensor, needs_var: bool) -> tuple[Tensor, Tensor | None]:
+    """Empty gradients for mean and, when wanted, var (stored like mean)."""
+    return torch.empty_like(mean), torch.empty_like(mean) if needs_var else None
+
+
 def normal_parts(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Phi(a), Phi(-a) and phi(a) as the kernels compute them, float32 (for the tests)."""
-    lib = library()
     a = a.detach().float().contiguous()
     out = [torch.empty_like(a) for _ in range(3)]
-    lib.noiselab_normal_parts(a.data_ptr(), *(t.data_ptr() for t in out), a.numel())
+    _kernels().noiselab_normal_parts(*_pointers(a, *out), a.numel())
     return tuple(out)
 
 
 def relu_forward(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
     """The moment ReLU's mean and variance (noiselab.moments._MomentReLU's values), stored like mean."""
-    lib = library()
-    layout = _layout(mean)
-    mean = mean.contiguous(memory_format=layout)
-    var, step = _variance_step(var, layout)
+    mean, var, step = _operands(_layout(mean), mean, var)
     out_mean, out_var = torch.empty_like(mean), torch.empty_like(mean)
-    lib.noiselab_relu_forward(mean.data_ptr(), var.data_ptr(), step, out_mean.data_ptr(), out_var.data_ptr(),
-                              mean.numel())
+    _kernels().noiselab_relu_forward(*_pointers(mean, var), step, *_pointers(out_mean, out_var), mean.numel())
     return out_mean, out_var
 
 
@@ -212,15 +227,10 @@ def relu_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: Tensor
                   needs_var: bool) -> tuple[Tensor, Tensor | None]:
     """The moment ReLU's gradients with respect to its input's mean and variance (the variance's, as a tensor of
     mean's shape, only when needs_var)."""
-    lib = library()
-    layout = _layout(mean)
-    mean = mean.contiguous(memory_format=layout)
-    var, step = _variance_step(var, layout)
-    grad_mean, grad_var = grad_mean.contiguous(memory_format=layout), grad_var.contiguous(memory_format=layout)
-    d_mean = torch.empty_like(mean)
-    d_var = torch.empty_like(mean) if needs_var else None
-    lib.noiselab_relu_backward(mean.data_ptr(), var.data_ptr(), step, grad_mean.data_ptr(), grad_var.data_ptr(),
-                               d_mean.data_ptr(), d_var.data_ptr() if needs_var else None, mean.numel())
+    mean, var, step, grad_mean, grad_var = _operands(_layout(mean), mean, var, grad_mean, grad_var)
+    d_mean, d_var = _gradients(mean, needs_var)
+    _kernels().noiselab_relu_backward(*_pointers(mean, var), step, *_pointers(grad_mean, grad_var, d_mean, d_var),
+                                     mean.numel())
     return d_mean, d_var
 
 
@@ -230,44 +240,42 @@ def _pool_layout(mean: Tensor) -> tuple[torch.memory_format, int]:
     return layout, mean.shape[1] if layout == torch.channels_last else 1
 
 
+def _pooled(mean: Tensor, layout: torch.memory_format) -> tuple[Tensor, Tensor]:
+    """Empty outputs of a 2x2 pool of mean, stored in `layout`."""
+    b, c, height, width = mean.shape
+    out = torch.empty((b, c, height // 2, width // 2), dtype=mean.dtype, memory_format=layout)
+    return out, torch.empty_like(out)
+
+
 def pool_forward(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
     """Clark's 2x2 stride-2 max-pool of (B, C, H, W) Gaussians, H and W even (_ClarkPool2x2's values), stored like
     mean (channels-last or the usual layout)."""
-    lib = library()
     layout, unit = _pool_layout(mean)
     mean, var = mean.contiguous(memory_format=layout), var.contiguous(memory_format=layout)
-    b, c, height, width = mean.shape
-    out_mean = torch.empty((b, c, height // 2, width // 2), dtype=mean.dtype, memory_format=layout)
-    out_var = torch.empty_like(out_mean)
-    lib.noiselab_pool_forward(mean.data_ptr(), var.data_ptr(), out_mean.data_ptr(), out_var.data_ptr(), width, unit,
-                              out_mean.numel())
+    out_mean, out_var = _pooled(mean, layout)
+    _kernels().noiselab_pool_forward(*_pointers(mean, var, out_mean, out_var), mean.shape[-1], unit,
+                                    out_mean.numel())
     return out_mean, out_var
 
 
 def pool_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: Tensor) -> tuple[Tensor, Tensor]:
     """Clark's 2x2 pool's gradients with respect to its input's means and variances."""
-    lib = library()
     layout, unit = _pool_layout(mean)
-    mean, var = mean.contiguous(memory_format=layout), var.contiguous(memory_format=layout)
-    grad_mean, grad_var = grad_mean.contiguous(memory_format=layout), grad_var.contiguous(memory_format=layout)
-    d_mean, d_var = torch.empty_like(mean), torch.empty_like(mean)
-    lib.noiselab_pool_backward(mean.data_ptr(), var.data_ptr(), grad_mean.data_ptr(), grad_var.data_ptr(),
-                               d_mean.data_ptr(), d_var.data_ptr(), mean.shape[-1], unit, grad_mean.numel())
+    mean, var, grad_mean, grad_var = (t.contiguous(memory_format=layout) for t in (mean, var, grad_mean, grad_var))
+    d_mean, d_var = _gradients(mean, True)
+    _kernels().noiselab_pool_backward(*_pointers(mean, var, grad_mean, grad_var, d_mean, d_var), mean.shape[-1], unit,
+                                     grad_mean.numel())
     return d_mean, d_var
 
 
 def relu_pool_forward(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
     """The moment ReLU, then Clark's 2x2 pool, of (B, C, H, W) Gaussians, H and W even, in one pass: the values of
     relu_forward then pool_forward, without the ReLU's outputs in memory. var may be one stride-0 variance."""
-    lib = library()
     layout, unit = _pool_layout(mean)
-    mean = mean.contiguous(memory_format=layout)
-    var, step = _variance_step(var, layout)
-    b, c, height, width = mean.shape
-    out_mean = torch.empty((b, c, height // 2, width // 2), dtype=mean.dtype, memory_format=layout)
-    out_var = torch.empty_like(out_mean)
-    lib.noiselab_relu_pool_forward(mean.data_ptr(), var.data_ptr(), step, out_mean.data_ptr(), out_var.data_ptr(),
-                                   width, unit, out_mean.numel())
+    mean, var, step = _operands(layout, mean, var)
+    out_mean, out_var = _pooled(mean, layout)
+    _kernels().noiselab_relu_pool_forward(*_pointers(mean, var), step, *_pointers(out_mean, out_var), mean.shape[-1],
+                                         unit, out_mean.numel())
     return out_mean, out_var
 
 
@@ -275,14 +283,10 @@ def relu_pool_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: T
                        needs_var: bool) -> tuple[Tensor, Tensor | None]:
     """relu_pool_forward's gradients with respect to its input's means and variances (the variances', as a tensor
     of mean's shape, only when needs_var)."""
-    lib = library()
     layout, unit = _pool_layout(mean)
-    mean = mean.contiguous(memory_format=layout)
-    var, step = _variance_step(var, layout)
-    grad_mean, grad_var = grad_mean.contiguous(memory_format=layout), grad_var.contiguous(memory_format=layout)
-    d_mean = torch.empty_like(mean)
-    d_var = torch.empty_like(mean) if needs_var else None
-    lib.noiselab_relu_pool_backward(mean.data_ptr(), var.data_ptr(), step, grad_mean.data_ptr(), grad_var.data_ptr(),
-                                    d_mean.data_ptr(), d_var.data_ptr() if needs_var else None, mean.shape[-1], unit,
-                                    grad_mean.numel())
+    mean, var, step, grad_mean, grad_var = _operands(layout, mean, var, grad_mean, grad_var)
+    d_mean, d_var = _gradients(mean, needs_var)
+    _kernels().noiselab_relu_pool_backward(*_pointers(mean, var), step,
+                                          *_pointers(grad_mean, grad_var, d_mean, d_var), mean.shape[-1], unit,
+                                          grad_mean.numel())
     return d_mean, d_var
