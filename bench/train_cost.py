@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown --only {unknown}; choose from {list(METHODS)}")
         methods = {name: METHODS[name] for name in METHODS if name == "vanilla" or name in args.only}
     device = resolve_device(args.device)
+    if device.type != "cpu":  # noiselab.native's kernels are CPU kernels: elsewhere both rows would be the same
+        methods = {name: settings for name, settings in methods.items() if settings.get("native", True)}
     data = data_module.load(device=device)
     limit = args.batch_size * (args.warmup + args.steps + 1)  # one epoch holds every timed step
     if limit > data.train_images.shape[0]:
