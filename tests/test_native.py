@@ -35,6 +35,10 @@ def test_phi_keeps_its_relative_precision_in_both_tails():
         reference = torch.from_numpy(reference)
         relative = (value.double() - reference).abs() / reference
         assert relative.max() <= 1e-6, (name, float(relative.max()), float(a[relative.argmax()]))
+    # NaN stays NaN; the infinities are the limits
+    cdf, cdf_neg, pdf = native.normal_parts(torch.tensor([float("nan"), float("inf"), float("-inf")]))
+    assert cdf[0].isnan() and cdf_neg[0].isnan() and pdf[0].isnan()
+    assert cdf[1:].tolist() == [1.0, 0.0] and cdf_neg[1:].tolist() == [0.0, 1.0] and pdf[1:].tolist() == [0.0, 0.0]
 
 
 def reference_and_fused(rule, inputs64):
