@@ -36,10 +36,10 @@ static inline float bits_to_float(int32_t i) {
     return f;
 }
 
-/* e^x for x <= 0: 0 below -103 (where float32's e^x is 0 or the smallest subnormals), NaN kept (and kept away from
-   the integer conversion below, which a NaN would make undefined). */
+/* e^x for x <= 0: 0 below -103 (where float32's e^x is 0 or the smallest subnormals). A NaN x is taken as -103
+   (the integer conversion below is undefined for a NaN); normal_parts carries the NaN on by its other terms. */
 static inline float exp_nonpositive(float x) {
-    float xc = (x < -103.0f || x != x) ? -103.0f : x;
+    float xc = x > -103.0f ? x : -103.0f;
     float n = rintf(xc * 1.44269504088896341f);
     float r = fmaf(n, -0.693359375f, xc);
     r = fmaf(n, 2.12194440e-4f, r);
@@ -53,14 +53,14 @@ static inline float exp_nonpositive(float x) {
     int32_t k = (int32_t)n; /* in [-149, 0]: 2^k as two factors, so that subnormal results round once */
     int32_t k1 = k / 2, k2 = k - k1;
     float result = p * bits_to_float((k1 + 127) << 23) * bits_to_float((k2 + 127) << 23);
-    return x != x ? x : (x < -103.0f ? 0.0f : result);
+    return x < -103.0f ? 0.0f : result;
 }
 
 /* Phi(a), Phi(-a) and phi(a). a^2's rounding error is carried into the exp (its low part, exactly), so that
    phi keeps its relative precision in the tails. */
 static inline void normal_parts(float a, float *cdf, float *cdf_neg, float *pdf) {
     float a2 = a * a;
-    float low = a2 < 1e30f ? fmaf(a, a, -a2) : 0.0f;
+    float low = a2 >= 1e30f ? 0.0f : fmaf(a, a, -a2); /* NaN for a NaN a: phi then NaN too */
     float e = exp_nonpositive(-0.5f * a2);
     float density = INV_SQRT_2PI * fmaf(e, -0.5f * low, e);
     float u = fabsf(a);
