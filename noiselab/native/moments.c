@@ -224,85 +224,67 @@ static inline void max2_backward(Max2 s, float gm, float gv, float *dma, float *
    are gathered into blocks of outputs [start, start + count) so that the arithmetic runs over contiguous arrays.
    ---- */
 
-/* unit 1 (the usual layout): each output row's windows in one loop over its columns, which the compiler vectorizes
-   (the per-element bookkeeping of the general loop below cost as much as the pool's arithmetic) */
-static void gather_rows(const float *x, int64_t width, int64_t begin, int64_t count, float corners[4][BLOCK]) {
-    int64_t columns = width / 2, row = begin / columns, column = begin % columns;
-    for (int64_t k = 0; k < count; column = 0, ++row) {
-        int64_t n = columns - column < count - k ? columns - column : count - k;
-        const float *top = x + 2 * row * width + 2 * column, *bottom = top + width;
-        float *c0 = corners[0] + k, *c1 = corners[1] + k, *c2 = corners[2] + k, *c3 = corners[3] + k;
-        for (int64_t j = 0; j < n; ++j) {
-            c0[j] = top[2 * j];
-            c1[j] = bottom[2 * j];
-            c2[j] = top[2 * j + 1];
-            c3[j] = bottom[2 * j + 1];
+/* Copies the windows of outputs [begin, begin + count) between x and corners: into corners where to_corners (the
+   gather), back into x otherwise (the scatter). to_corners is a constant at every call, so each direction compiles
+   to its own loops. unit 1 (the usual layout) walks each output row's windows in one loop over its columns, which
+   the compiler vectorizes (the per-element bookkeeping of the general walk cost as much as the pool's arithmetic). */
+static inline __attribute__((always_inline)) void move_windows(float *x, int64_t width, int64_t unit, int64_t begin,
+                                                               int64_t count, float corners[4][BLOCK],
+                                                               int to_corners) {
+    int64_t columns = width / 2;
+    if (unit == 1) {
+        int64_t row = begin / columns, column = begin % columns;
+        for (int64_t k = 0; k < count; column = 0, ++row) {
+            int64_t n = columns - column < count - k ? columns - column : count - k;
+            float *top = x + 2 * row * width + 2 * column, *bottom = top + width;
+            float *c0 = corners[0] + k, *c1 = corners[1] + k, *c2 = corners[2] + k, *c3 = corners[3] + k;
+            if (to_corners) {
+                for (int64_t j = 0; j < n; ++j) {
+                    c0[j] = top[2 * j];
+                    c1[j] = bottom[2 * j];
+                    c2[j] = top[2 * j + 1];
+                    c3[j] = bottom[2 * j + 1];
+                }
+            } else {
+                for (int64_t j = 0; j < n; ++j) {
+                    top[2 * j] = c0[j];
+                    bottom[2 * j] = c1[j];
+                    top[2 * j + 1] = c2[j];
+                    bottom[2 * j + 1] = c3[j];
+                }
+            }
+            k += n;
         }
-        k += n;
+        return;
     }
-}
-
-static void scatter_rows(float *x, int64_t width, int64_t begin, int64_t count, float corners[4][BLOCK]) {
-    int64_t columns = width / 2, row = begin / columns, column = begin % columns;
-    for (int64_t k = 0; k < count; column = 0, ++row) {
-        int64_t n = columns - column < count - k ? columns - column : count - k;
-        float *top = x + 2 * row * width + 2 * column, *bottom = top + width;
-        const float *c0 = corners[0] + k, *c1 = corners[1] + k, *c2 = corners[2] + k, *c3 = corners[3] + k;
-        for (int64_t j = 0; j < n; ++j) {
-            top[2 * j] = c0[j];
-            bottom[2 * j] = c1[j];
-            top[2 * j + 1] = c2[j];
-            bottom[2 * j + 1] = c3[j];
+    int64_t row_length = width * unit, per_row = columns * unit;
+    int64_t row = begin / per_row, column = begin % per_row / unit, channel = begin % unit;
+    for (int64_t k = 0; k < count; ++k) {
+        float *corner[4], *top = x + 2 * row * row_length + 2 * column * unit + channel;
+        corner[0] = top, corner[1] = top + row_length, corner[2] = top + unit, corner[3] = top + row_length + unit;
+        for (int i = 0; i < 4; ++i) {
+            if (to_corners)
+                corners[i][k] = *corner[i];
+            else
+                *corner[i] = corners[i][k];
         }
-        k += n;
+        if (++channel == unit) {
+            channel = 0;
+            if (++column == columns) {
+                column = 0;
+                ++row;
+            }
+        }
     }
 }
 
 static void gather(const float *x, int64_t width, int64_t unit, int64_t begin, int64_t count,
                    float corners[4][BLOCK]) {
-    if (unit == 1) {
-        gather_rows(x, width, begin, count, corners);
-        return;
-    }
-    int64_t row_length = width * unit, columns = width / 2, per_row = columns * unit;
-    int64_t row = begin / per_row, column = begin % per_row / unit, channel = begin % unit;
-    for (int64_t k = 0; k < count; ++k) {
-        const float *top = x + 2 * row * row_length + 2 * column * unit + channel;
-        corners[0][k] = top[0];
-        corners[1][k] = top[row_length];
-        corners[2][k] = top[unit];
-        corners[3][k] = top[row_length + unit];
-        if (++channel == unit) {
-            channel = 0;
-            if (++column == columns) {
-                column = 0;
-                ++row;
-            }
-        }
-    }
+    move_windows((float *)x, width, unit, begin, count, corners, 1); /* only read: the cast drops no promise */
 }
 
 static void scatter(float *x, int64_t width, int64_t unit, int64_t begin, int64_t count, float corners[4][BLOCK]) {
-    if (unit == 1) {
-        scatter_rows(x, width, begin, count, corners);
-        return;
-    }
-    int64_t row_length = width * unit, columns = width / 2, per_row = columns * unit;
-    int64_t row = begin / per_row, column = begin % per_row / unit, channel = begin % unit;
-    for (int64_t k = 0; k < count; ++k) {
-        float *top = x + 2 * row * row_length + 2 * column * unit + channel;
-        top[0] = corners[0][k];
-        top[row_length] = corners[1][k];
-        top[unit] = corners[2][k];
-        top[row_length + unit] = corners[3][k];
-        if (++channel == unit) {
-            channel = 0;
-            if (++column == columns) {
-                column = 0;
-                ++row;
-            }
-        }
-    }
+    move_windows(x, width, unit, begin, count, corners, 0);
 }
 
 static void pool_forward(const float *mean, const float *var, float *out_mean, float *out_var, int64_t width,
