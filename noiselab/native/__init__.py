@@ -122,9 +122,10 @@ def build() -> Path:
         folder = cache_folder()
     except RuntimeError as problem:
         raise Unavailable(f"{problem}; set XDG_CACHE_HOME to a writable folder") from None
+    machine = _machine().encode()
     paths = []
     for flags in FLAG_SETS:
-        key = hashlib.sha256(b"\0".join([source, _machine().encode(), " ".join(flags).encode()]))
+        key = hashlib.sha256(b"\0".join([source, machine, " ".join(flags).encode()]))
         paths.append(folder / f"native-moments-{key.hexdigest()[:20]}.so")
     for path in paths:
         if path.is_file():
@@ -154,20 +155,22 @@ def build() -> Path:
                       "working C compiler (Debian: apt-get install gcc) or set CC to one")
 
 
+_P, _N = ctypes.c_void_p, ctypes.c_int64  # a pointer, a count
+SIGNATURES = {  # moments.c's functions and their arguments (each returns nothing)
+    "noiselab_normal_parts": [_P, _P, _P, _P, _N],
+    "noiselab_relu_forward": [_P, _P, _N, _P, _P, _N],
+    "noiselab_relu_backward": [_P, _P, _N, _P, _P, _P, _P, _N],
+    "noiselab_pool_forward": [_P, _P, _P, _P, _N, _N, _N],
+    "noiselab_pool_backward": [_P, _P, _P, _P, _P, _P, _N, _N, _N],
+    "noiselab_relu_pool_forward": [_P, _P, _N, _P, _P, _N, _N, _N],
+    "noiselab_relu_pool_backward": [_P, _P, _N, _P, _P, _P, _P, _N, _N, _N],
+}
+
+
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    pointer, size = ctypes.c_void_p, ctypes.c_int64
-    lib.noiselab_relu_forward.argtypes = [pointer, pointer, size, pointer, pointer, size]
-    lib.noiselab_relu_backward.argtypes = [pointer, pointer, size, pointer, pointer, pointer, pointer, size]
-    lib.noiselab_pool_forward.argtypes = [pointer, pointer, pointer, pointer, size, size, size]
-    lib.noiselab_pool_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, pointer, size, size, size]
-    lib.noiselab_normal_parts.argtypes = [pointer, pointer, pointer, pointer, size]
-    lib.noiselab_relu_pool_forward.argtypes = [pointer, pointer, size, pointer, pointer, size, size, size]
-    lib.noiselab_relu_pool_backward.argtypes = [pointer, pointer, size, pointer, pointer, pointer, pointer, size, size,
-                                                size]
-    for function in (lib.noiselab_normal_parts, lib.noiselab_relu_forward, lib.noiselab_relu_backward,
-                     lib.noiselab_pool_forward, lib.noiselab_pool_backward, lib.noiselab_relu_pool_forward,
-                     lib.noiselab_relu_pool_backward):
-        function.restype = None
+    for name, arguments in SIGNATURES.items():
+        function = getattr(lib, name)
+        function.argtypes, function.restype = arguments, None
     return lib
 
 
