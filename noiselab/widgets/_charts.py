@@ -14,13 +14,12 @@ JupyterChart made here remembers the values Python set last and sends them back 
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from pathlib import Path
 
 import altair as alt
 
-from .._files import cache_folder
+from .._files import atomic_write, cache_folder
 
 _offline_lock = threading.Lock()
 _offline = False
@@ -71,17 +70,12 @@ def _read(path: Path) -> str | None:
 
 
 def _write(path: Path, text: str) -> None:
-    """Written whole or not at all (kernels starting at once each write their own file, then rename it)."""
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    """Written whole or not at all (noiselab._files.atomic_write: kernels starting at once each write their own
+    temporary file, then rename it)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        atomic_write(path, lambda stream: stream.write(text.encode("utf-8")), "Vega's offline bundle")
     except OSError:  # a read-only home, a file where the folder would be: the next process bundles again
-        try:
-            temporary.unlink(missing_ok=True)
-        except OSError:
-            pass
+        pass
 
 
 class LiveJupyterChart(alt.JupyterChart):
