@@ -420,6 +420,8 @@ def relu_maxpool_moments(mean: Tensor, var: Tensor, relu: str, pool: str, kernel
     """relu_moments(mean, var, relu), then maxpool_moments of the result with F.max_pool2d's arguments: a ReLU
     followed by a max-pool. The moment ReLU and Clark's usual 2x2 pool (H and W even) run as one fused kernel where
     noiselab.native runs (float32 on a CPU); everything else runs the two rules in turn."""
+    _check_rule(relu, RELU_RULES, "relu")
+    _check_rule(pool, POOL_RULES, "pool")
     stride = kernel_size if stride is None else stride
     if (relu, pool) == ("moment", "clark") and mean.dim() == 4 and mean.shape == var.shape and \
             _pair(kernel_size) == _pair(stride) == (2, 2) and _pair(padding) == (0, 0) and \

@@ -242,3 +242,31 @@ def test_a_damaged_library_in_the_cache_is_built_again_and_an_unwritable_cache_i
     (warning,) = refused["warnings"]
     assert "cannot be kept in" in warning and "XDG_CACHE_HOME" in warning
     assert refused["mean"] == pytest.approx(again["mean"], rel=1e-6)
+
+
+def test_the_kernels_refuse_what_they_cannot_read_with_the_fix():
+    """Other dtypes, mismatched shapes, a pool input that is not (B, C, H, W) with even sides: a ValueError naming
+    it (the C functions would read past or misread memory), never a wrong answer."""
+    mean = torch.randn(2, 3, 4, 6)
+    with pytest.raises(ValueError, match="float32 tensors on the CPU, got torch.float64.*noiselab.moments"):
+        native.relu_forward(mean.double(), mean.double().abs())
+    with pytest.raises(ValueError, match=r"same shape, got \(2, 3, 4, 6\) and \(2, 3, 4, 5\)"):
+        native.relu_forward(mean, torch.rand(2, 3, 4, 5))
+    with pytest.raises(ValueError, match=r"gradients must have shape \(2, 3, 4, 6\)"):
+        native.relu_backward(mean, mean.abs(), torch.ones(2, 3, 4, 5), torch.ones(2, 3, 4, 6), True)
+    for bad in (torch.randn(2, 3, 5, 6), torch.randn(3, 4, 6), torch.randn(2, 3, 0, 6)):
+        with pytest.raises(ValueError, match="H and W even and not 0.*maxpool_moments takes any"):
+            native.pool_forward(bad, bad.abs())
+        with pytest.raises(ValueError, match="H and W even and not 0"):
+            native.relu_pool_forward(bad, bad.abs())
+    with pytest.raises(ValueError, match=r"output gradients must have shape \(2, 3, 2, 3\)"):
+        native.pool_backward(mean, mean.abs(), torch.ones(2, 3, 2, 2), torch.ones(2, 3, 2, 3))
+    with pytest.raises(ValueError, match=r"output gradients must have shape \(2, 3, 2, 3\)"):
+        native.relu_pool_backward(mean, mean.abs(), torch.ones(2, 3, 2, 3), torch.ones(2, 3, 4, 6), True)
+    # the rules themselves name a bad rule or shape on every path, the fused pair's included
+    with pytest.raises(ValueError, match="relu='moments' is not a known rule"):
+        relu_maxpool_moments(mean, mean.abs(), "moments", "clark")
+    with pytest.raises(ValueError, match="pool='clarke' is not a known rule"):
+        relu_maxpool_moments(mean, mean.abs(), "moment", "clarke")
+    with pytest.raises(ValueError, match="same shape"):
+        relu_maxpool_moments(mean, torch.rand(2, 3, 4, 5), "moment", "clark")

@@ -190,8 +190,14 @@ def _variance_step(var: Tensor, layout: torch.memory_format) -> tuple[Tensor, in
     return var.contiguous(memory_format=layout), 1
 
 
+def _check_same_shape(mean: Tensor, var: Tensor) -> None:
+    if var.shape != mean.shape:
+        raise ValueError(f"mean and var must have the same shape, got {tuple(mean.shape)} and {tuple(var.shape)}")
+
+
 def _operands(layout: torch.memory_format, mean: Tensor, var: Tensor, *grads: Tensor):
     """mean, var, var's step (_variance_step) and the gradients, each stored as the kernels read them."""
+    _check_same_shape(mean, var)
     return (mean.contiguous(memory_format=layout), *_variance_step(var, layout),
             *(g.contiguous(memory_format=layout) for g in grads))
 
@@ -202,7 +208,23 @@ def _kernels() -> ctypes.CDLL:
 
 
 def _pointers(*tensors: Tensor | None) -> list[int | None]:
+    """The tensors' addresses for the C functions, which read float32 on the CPU and nothing else."""
+    for t in tensors:
+        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+            raise ValueError(f"noiselab.native's kernels take float32 tensors on the CPU, got {t.dtype} on {t.device}; "
+                             "noiselab.moments' rules take any (they call these kernels where they apply)")
     return [None if t is None else t.data_ptr() for t in tensors]
+
+
+def _check_pool(mean: Tensor, *grads: Tensor) -> None:
+    """A 2x2 pool's input: (B, C, H, W) with H and W even and not 0; its output's gradients, (B, C, H/2, W/2)."""
+    if mean.dim() != 4 or mean.shape[-2] % 2 or mean.shape[-1] % 2 or not mean.shape[-2] or not mean.shape[-1]:
+        raise ValueError(f"the 2x2 pool's kernels take (B, C, H, W) with H and W even and not 0, got "
+                         f"{tuple(mean.shape)}; noiselab.moments.maxpool_moments takes any")
+    pooled = (*mean.shape[:2], mean.shape[2] // 2, mean.shape[3] // 2)
+    for grad in grads:
+        if tuple(grad.shape) != pooled:
+            raise ValueError(f"the pool's output gradients must have shape {pooled}, got {tuple(grad.shape)}")
 
 
 def _gradients(mean: Tensor, needs_var: bool) -> tuple[Tensor, Tensor | None]:
@@ -230,6 +252,9 @@ def relu_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: Tensor
                   needs_var: bool) -> tuple[Tensor, Tensor | None]:
     """The moment ReLU's gradients with respect to its input's mean and variance (the variance's, as a tensor of
     mean's shape, only when needs_var)."""
+    if grad_mean.shape != mean.shape or grad_var.shape != mean.shape:
+        raise ValueError(f"the ReLU's output gradients must have shape {tuple(mean.shape)}, got "
+                         f"{tuple(grad_mean.shape)} and {tuple(grad_var.shape)}")
     mean, var, step, grad_mean, grad_var = _operands(_layout(mean), mean, var, grad_mean, grad_var)
     d_mean, d_var = _gradients(mean, needs_var)
     _kernels().noiselab_relu_backward(*_pointers(mean, var), step, *_pointers(grad_mean, grad_var, d_mean, d_var),
@@ -253,6 +278,8 @@ def _pooled(mean: Tensor, layout: torch.memory_format) -> tuple[Tensor, Tensor]:
 def pool_forward(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
     """Clark's 2x2 stride-2 max-pool of (B, C, H, W) Gaussians, H and W even (_ClarkPool2x2's values), stored like
     mean (channels-last or the usual layout)."""
+    _check_pool(mean)
+    _check_same_shape(mean, var)
     layout, unit = _pool_layout(mean)
     mean, var = mean.contiguous(memory_format=layout), var.contiguous(memory_format=layout)
     out_mean, out_var = _pooled(mean, layout)
@@ -263,6 +290,8 @@ def pool_forward(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
 
 def pool_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: Tensor) -> tuple[Tensor, Tensor]:
     """Clark's 2x2 pool's gradients with respect to its input's means and variances."""
+    _check_pool(mean, grad_mean, grad_var)
+    _check_same_shape(mean, var)
     layout, unit = _pool_layout(mean)
     mean, var, grad_mean, grad_var = (t.contiguous(memory_format=layout) for t in (mean, var, grad_mean, grad_var))
     d_mean, d_var = _gradients(mean, True)
@@ -274,6 +303,7 @@ def pool_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: Tensor
 def relu_pool_forward(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
     """The moment ReLU, then Clark's 2x2 pool, of (B, C, H, W) Gaussians, H and W even, in one pass: the values of
     relu_forward then pool_forward, without the ReLU's outputs in memory. var may be one stride-0 variance."""
+    _check_pool(mean)
     layout, unit = _pool_layout(mean)
     mean, var, step = _operands(layout, mean, var)
     out_mean, out_var = _pooled(mean, layout)
@@ -286,6 +316,7 @@ def relu_pool_backward(mean: Tensor, var: Tensor, grad_mean: Tensor, grad_var: T
                        needs_var: bool) -> tuple[Tensor, Tensor | None]:
     """relu_pool_forward's gradients with respect to its input's means and variances (the variances', as a tensor
     of mean's shape, only when needs_var)."""
+    _check_pool(mean, grad_mean, grad_var)
     layout, unit = _pool_layout(mean)
     mean, var, step, grad_mean, grad_var = _operands(layout, mean, var, grad_mean, grad_var)
     d_mean, d_var = _gradients(mean, needs_var)
